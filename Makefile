@@ -1,0 +1,32 @@
+# The two entry points: `make book` builds the book, `make test` runs every test.
+# Both create the virtual environment on first use: torch (pinned, CPU) first, then everything else.
+
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= quick
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medlit-installed
+
+.PHONY: book test unit nbval clean-results clean
+
+book: $(STAMP)
+	$(BIN)/medlit book --profile $(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests chapters --nbval-lax -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+clean-results:
+	rm -rf results _build
+
+clean: clean-results
+	rm -rf $(VENV)

@@ -1,0 +1,169 @@
+"""The chapter pipeline: data -> trained model -> maps per method -> scores per metric -> cube.
+
+A chapter calls ``prepare`` once and ``run_methods`` with its list of methods. Each method is one shard
+(``score_method``): a pure function of the model, the images and the settings, so that shards can later run
+elsewhere (e.g. on Dask) and be merged with ``medlit.cube.merge_cubes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from medlit.cube import make_cube, provenance, read_cube, write_cube
+from medlit.data import DATASETS, SampleSet, load_dataset
+from medlit.explain import EXPLAINERS, explain_batched
+from medlit.metrics import METRICS, scaled_tolerance
+from medlit.models import Classifier, ModelConfig, load_or_train
+from medlit.models.training import predict_proba
+from medlit.paths import cubes_dir, source_hash
+from medlit.profiles import Profile, get_profile
+
+DEFAULT_METRICS = ("pointing_game", "pointing_game_strict", "energy_pointing_game", "iou_otsu", "auprc",
+                   "insertion_auc", "deletion_auc")
+GROUND_TRUTH = "box"  # localisation is scored against the union of the boxes, as with real box-annotated data
+
+
+@dataclass
+class Prepared:
+    """Everything a chapter needs: the profile, the data splits, the trained model and its record."""
+
+    profile: Profile
+    dataset: str
+    splits: dict
+    model: Classifier
+    record: dict
+
+    @property
+    def explained(self) -> SampleSet:
+        """The images that are explained and scored: the first ``n_explain`` positive test images."""
+        return positive_subset(self.splits["test"], self.profile.n_explain)
+
+
+def model_config(profile: Profile, dataset: str) -> ModelConfig:
+    code = source_hash("models", *DATASETS[dataset].source_modules)
+    return ModelConfig(dataset=dataset, image_size=profile.image_size, n_train=profile.n_train,
+                       n_val=profile.n_val, epochs=profile.epochs, batch_size=profile.batch_size,
+                       seed=profile.seed, code=code)
+
+
+def prepare(profile: str | Profile = "quick", dataset: str = "cxr-phantom", *, progress: bool = True) -> Prepared:
+    """Generate the data and train (or load from the cache) the model for ``profile``."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    splits = load_dataset(dataset, profile)
+    model, record = load_or_train(model_config(profile, dataset), splits, progress=progress)
+    return Prepared(profile, dataset, splits, model, record)
+
+
+def positive_subset(data: SampleSet, n: int) -> SampleSet:
+    """The first ``n`` images that carry a finding, in data-set order (deterministic)."""
+    positives = torch.nonzero(data.labels == 1).flatten()[:n]
+    return data.subset(positives.numpy())
+
+
+def metric_params(profile: Profile, data: SampleSet) -> dict:
+    """The settings each metric is called with under ``profile`` (recorded in the cube)."""
+    original = data.attrs.get("original_size", data.image_size[0])
+    return {
+        "pointing_game": {"tolerance_px": scaled_tolerance(original, data.image_size)},
+        "insertion_auc": {"steps": profile.deletion_steps, "substrate": "blur"},
+        "deletion_auc": {"steps": profile.deletion_steps, "substrate": "zeros"},
+    }
+
+
+def score_maps(model, data: SampleSet, maps: torch.Tensor, metrics: list[str], params: dict) -> np.ndarray:
+    """Scores (metric, sample) of ``maps`` against the box ground truth and the model's behaviour."""
+    regions = data.box_masks()
+    target = torch.ones(len(data), dtype=torch.long)
+    rows = []
+    for name in metrics:
+        spec = METRICS[name]
+        kwargs = params.get(name, {})
+        if spec.kind == "localisation":
+            rows.append(spec.fn(maps, regions, **kwargs))
+        else:
+            rows.append(spec.fn(model, data.images, target, maps, **kwargs))
+    return torch.stack([torch.as_tensor(r, dtype=torch.float32) for r in rows]).numpy()
+
+
+def score_method(model, data: SampleSet, method: str, metrics: list[str], params: dict, *, batch_size: int = 32
+                 ) -> tuple[np.ndarray, float]:
+    """One shard: explain ``data`` with ``method`` and score it; returns (scores[metric, sample], s/image)."""
+    target = torch.ones(len(data), dtype=torch.long)
+    maps, seconds = explain_batched(method, model, data.images, target, batch_size=batch_size)
+    return score_maps(model, data, maps, metrics, params), seconds / max(len(data), 1)
+
+
+def _cache_key(chapter: str, methods: list[str], metrics: list[str], prepared: Prepared) -> str:
+    key = {"chapter": chapter, "methods": methods, "metrics": metrics, "profile": prepared.profile.as_dict(),
+           "dataset": prepared.dataset, "model": prepared.record["digest"], "code": source_hash()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sample_coords(prepared: Prepared, data: SampleSet) -> dict:
+    prob = predict_proba(prepared.model, data.images).numpy()
+    area = data.box_masks().float().mean(dim=(1, 2)).numpy()
+    return {
+        "sample_id": np.asarray(data.meta.get("sample_id", [f"{data.name}-{i}" for i in range(len(data))]), str),
+        "label": data.labels.numpy(),
+        "finding": np.asarray(data.meta.get("finding", ["unknown"] * len(data)), str),
+        "box_area_fraction": area,
+        "probability": prob,
+        "correct": (prob >= 0.5) == (data.labels.numpy() == 1),
+    }
+
+
+def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics: list[str] | None = None,
+                force: bool = False, progress: bool = True) -> xr.Dataset:
+    """The chapter's cube: computed, or read back when an up-to-date one is on disk.
+
+    The cube is ``results/<profile>/cubes/<chapter>.nc``; it is up to date when its ``cache_key`` attribute
+    matches the chapter, methods, metrics, profile, model and medlit source code of this call.
+    """
+    metrics = list(metrics or DEFAULT_METRICS)
+    unknown = [m for m in methods if m not in EXPLAINERS] + [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise KeyError(f"unknown methods or metrics: {', '.join(unknown)}")
+    path = cubes_dir(prepared.profile.name) / f"{chapter}.nc"
+    key = _cache_key(chapter, methods, metrics, prepared)
+    if path.is_file() and not force:
+        try:
+            cached = read_cube(path)
+            if cached.attrs.get("cache_key") == key:
+                return cached
+        except ValueError as err:  # unreadable: keep it aside for inspection and recompute
+            aside = path.with_suffix(".nc.unreadable")
+            path.replace(aside)
+            warnings.warn(f"{err}; moved it to {aside.name} and recomputing", stacklevel=2)
+
+    data = prepared.explained
+    params = metric_params(prepared.profile, data)
+    device = str(next(prepared.model.parameters()).device)
+    scores, seconds = [], []
+    for method in tqdm(methods, desc=f"{chapter}: methods", disable=not progress):
+        s, t = score_method(prepared.model, data, method, metrics, params)
+        scores.append(s)
+        seconds.append(t)
+    attrs = provenance(prepared.profile.name, prepared.profile.seed, device)
+    attrs.update({
+        "chapter": chapter, "cache_key": key, "ground_truth": GROUND_TRUTH,
+        "explanation_target": "positive class, on positive test images",
+        "normalisation": "maps are not normalised before scoring; each metric states its own treatment",
+        "data_card": DATASETS[prepared.dataset].data_card,
+        "profile_settings": json.dumps(prepared.profile.as_dict()),
+    })
+    cube = make_cube(dataset=prepared.dataset, model=prepared.record["name"],
+                     methods=[EXPLAINERS[m] for m in methods], metrics=[METRICS[m] for m in metrics],
+                     scores=np.stack(scores), seconds_per_image=np.asarray(seconds),
+                     samples=sample_coords(prepared, data), model_record=prepared.record, metric_params=params,
+                     attrs=attrs)
+    write_cube(cube, path)
+    return read_cube(Path(path))

@@ -1,0 +1,212 @@
+"""Building the book: train/load models, execute chapters with papermill, run jupyter-book.
+
+Chapters are the notebooks listed in ``_toc.yml``, executed in table-of-contents order with the profile
+injected. An executed chapter is reused while its stamp (notebook source, profile, medlit source code and,
+for chapters that read other chapters' cubes, those cubes) is unchanged. The book is built from a staging
+folder (``_build/stage``) holding the front matter and the executed notebooks, so the notebooks in
+``chapters/`` stay clean sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from medlit.paths import cubes_dir, project_root, source_hash
+
+STAGED_FILES = ("_config.yml", "_toc.yml")
+STAGED_DIRS = ("book", "data_cards")
+
+
+@dataclass(frozen=True)
+class Chapter:
+    name: str  # file stem, e.g. "10_gradient_activation"
+    source: Path
+    reads_cubes: bool  # notebook metadata medlit.reads_cubes: it depends on every chapter's cube
+
+
+def _toc_files(node) -> list[str]:
+    found = []
+    if isinstance(node, dict):
+        if "file" in node:
+            found.append(node["file"])
+        for value in node.values():
+            found.extend(_toc_files(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_toc_files(item))
+    return found
+
+
+def chapters(root: Path | None = None) -> list[Chapter]:
+    """The executable chapters (``chapters/*.ipynb`` named in ``_toc.yml``), in book order."""
+    root = root or project_root()
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    found = []
+    for entry in _toc_files(toc):
+        path = root / (entry if entry.endswith(".ipynb") else entry + ".ipynb")
+        if path.parent.name == "chapters" and path.is_file():
+            meta = json.loads(path.read_text()).get("metadata", {}).get("medlit", {})
+            found.append(Chapter(path.stem, path, bool(meta.get("reads_cubes", False))))
+    return found
+
+
+def _stamp(chapter: Chapter, profile: str) -> str:
+    digest = hashlib.sha256(chapter.source.read_bytes())
+    digest.update(profile.encode())
+    digest.update(source_hash().encode())
+    if chapter.reads_cubes:
+        for cube in sorted(cubes_dir(profile).glob("*.nc")):
+            digest.update(cube.name.encode())
+            digest.update(hashlib.sha256(cube.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def executed_dir(profile: str) -> Path:
+    return project_root() / "_build" / "executed" / profile
+
+
+def execute_chapter(chapter: Chapter, profile: str, *, force: bool = False, log=print) -> Path:
+    """Run one chapter with papermill unless its executed copy is up to date; returns the executed notebook."""
+    import papermill
+
+    out = executed_dir(profile) / f"{chapter.name}.ipynb"
+    stamp_file = out.with_suffix(".stamp")
+    stamp = _stamp(chapter, profile)
+    if not force and out.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+        log(f"  {chapter.name}: up to date, reused")
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failed = out.with_name(f"{chapter.name}.failed.ipynb")
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(chapter.source), str(failed), parameters={"profile": profile},
+                                   cwd=str(chapter.source.parent), kernel_name="python3", progress_bar=False)
+    except Exception as err:
+        raise RuntimeError(f"chapter {chapter.source} failed under profile {profile!r}: {err}\n"
+                           f"The partly executed notebook is {failed}; chapters executed before it are kept."
+                           ) from err
+    _hide_default_parameters(failed)
+    failed.replace(out)
+    stamp_file.write_text(stamp)
+    log(f"  {chapter.name}: executed in {time.perf_counter() - started:.0f} s")
+    return out
+
+
+def _hide_default_parameters(path: Path) -> None:
+    """In the executed copy, hide the default ``parameters`` cell: the injected one says what was run."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+        elif "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-output"]
+    nbformat.write(nb, path)
+
+
+def _sync_file(src: Path, dst: Path) -> None:
+    """Copy only when the content differs, so that Sphinx's incremental build sees unchanged files as such."""
+    if dst.is_file() and dst.read_bytes() == src.read_bytes():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def stage(profile: str, executed: list[Path]) -> Path:
+    """Assemble ``_build/stage``: config, toc, front matter and the executed chapters."""
+    root = project_root()
+    stage_dir = root / "_build" / "stage"
+    wanted = {}
+    for name in STAGED_FILES:
+        wanted[stage_dir / name] = root / name
+    for folder in STAGED_DIRS:
+        for src in (root / folder).rglob("*"):
+            if src.is_file():
+                wanted[stage_dir / src.relative_to(root)] = src
+    for nb in executed:
+        wanted[stage_dir / "chapters" / nb.name] = nb
+    for dst, src in wanted.items():
+        _sync_file(src, dst)
+    for stale in [p for p in stage_dir.rglob("*") if p.is_file() and p not in wanted]:
+        stale.unlink()
+    return stage_dir
+
+
+def run_jupyter_book(stage_dir: Path) -> Path:
+    """``jupyter-book build -W -n --keep-going``: warnings fail the build; the HTML lands in ``_build/html``."""
+    root = project_root()
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage_dir), "--path-output", str(root),
+           "-W", "-n", "--keep-going"]
+    result = subprocess.run(cmd)
+    if result.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed (exit {result.returncode}); see the messages above")
+    return root / "_build" / "html" / "index.html"
+
+
+def build_book(profile: str = "quick", *, force: bool = False, datasets: tuple[str, ...] = ("cxr-phantom",),
+               log=print) -> Path:
+    """The whole book: models, chapters, HTML. Returns the path of ``index.html``."""
+    from medlit.benchmark import prepare
+
+    started = time.perf_counter()
+    log(f"medlit book, profile {profile!r}")
+    for dataset in datasets:
+        t = time.perf_counter()
+        prepared = prepare(profile, dataset, progress=True)
+        log(f"  model {prepared.record['name']}: test AUROC {prepared.record['test_auroc']:.3f} "
+            f"({time.perf_counter() - t:.0f} s)")
+    executed = [execute_chapter(ch, profile, force=force, log=log) for ch in chapters()]
+    index = run_jupyter_book(stage(profile, executed))
+    log(f"book built in {time.perf_counter() - started:.0f} s: {index}")
+    return index
+
+
+def refresh_checked_outputs(chapter: Chapter, profile: str = "smoke") -> int:
+    """Store in the source notebook the outputs nbval compares, and nothing else.
+
+    Executes ``chapter`` under ``profile`` (the profile nbval runs, via the parameters cell's default),
+    copies the outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` into the source and clears every other
+    output, so ``chapters/`` holds clean sources plus the expected values. Returns the number of checked cells.
+    """
+    import tempfile
+
+    import nbformat
+    import papermill
+
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = Path(tmp) / chapter.source.name
+        papermill.execute_notebook(str(chapter.source), str(executed), parameters={"profile": profile},
+                                   cwd=str(chapter.source.parent), kernel_name="python3", progress_bar=False)
+        ran = [c for c in nbformat.read(executed, as_version=4).cells
+               if "injected-parameters" not in c.metadata.get("tags", [])]
+    source = nbformat.read(chapter.source, as_version=4)
+    checked = 0
+    for cell, done in zip(source.cells, ran):
+        if cell.cell_type != "code":
+            continue
+        if "NBVAL_CHECK_OUTPUT" in cell.source:
+            cell.outputs = [o for o in done.outputs if o.get("output_type") != "display_data"]
+            cell.execution_count = 1
+            for output in cell.outputs:
+                if "execution_count" in output:
+                    output["execution_count"] = 1
+            checked += 1
+        else:
+            cell.outputs, cell.execution_count = [], None
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    source.metadata.pop("papermill", None)
+    nbformat.write(source, chapter.source)
+    return checked

@@ -1,0 +1,74 @@
+"""The ``medlit`` command line: build the book, run one chapter, train the models, list the registries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medlit.profiles import PROFILES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medlit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    book = sub.add_parser("book", help="train/load models, execute every chapter, build the HTML book")
+    book.add_argument("--profile", default="quick", choices=list(PROFILES))
+    book.add_argument("--force", action="store_true", help="re-execute every chapter even if up to date")
+
+    chapter = sub.add_parser("chapter", help="execute one chapter with papermill (by file stem)")
+    chapter.add_argument("name", help="e.g. 10_gradient_activation")
+    chapter.add_argument("--profile", default="quick", choices=list(PROFILES))
+    chapter.add_argument("--force", action="store_true")
+
+    train = sub.add_parser("train", help="train (or load from the cache) the model of a profile")
+    train.add_argument("--profile", default="quick", choices=list(PROFILES))
+    train.add_argument("--dataset", default="cxr-phantom")
+
+    refresh = sub.add_parser("refresh-checks", help="store the smoke-profile outputs that nbval compares "
+                                                    "(cells marked NBVAL_CHECK_OUTPUT) in the chapter sources")
+    refresh.add_argument("names", nargs="*", help="chapter file stems (default: all)")
+
+    sub.add_parser("list", help="list registered data sets, explainers and metrics")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "book":
+            from medlit.book import build_book
+            build_book(args.profile, force=args.force)
+        elif args.command == "chapter":
+            from medlit.book import chapters, execute_chapter
+            match = [c for c in chapters() if c.name == args.name]
+            if not match:
+                names = ", ".join(c.name for c in chapters())
+                parser.error(f"no chapter {args.name!r} in _toc.yml; chapters: {names}")
+            print(execute_chapter(match[0], args.profile, force=args.force))
+        elif args.command == "train":
+            from medlit.benchmark import prepare
+            prepared = prepare(args.profile, args.dataset)
+            r = prepared.record
+            print(f"{r['name']} ({r['digest']}): test AUROC {r['test_auroc']:.3f}, "
+                  f"accuracy {r['test_accuracy']:.3f}")
+        elif args.command == "refresh-checks":
+            from medlit.book import chapters, refresh_checked_outputs
+            for ch in chapters():
+                if not args.names or ch.name in args.names:
+                    print(f"{ch.name}: {refresh_checked_outputs(ch)} checked cells stored")
+        elif args.command == "list":
+            from medlit.data import DATASETS
+            from medlit.explain import EXPLAINERS
+            from medlit.metrics import METRICS
+            for name in DATASETS:
+                print(f"dataset   {name:24s} {DATASETS[name].description}")
+            for spec in EXPLAINERS.values():
+                print(f"explainer {spec.name:24s} {spec.family:12s} {spec.long_name}")
+            for spec in METRICS.values():
+                print(f"metric    {spec.name:24s} {spec.kind:12s} {spec.direction} is better")
+    except (RuntimeError, KeyError, ValueError, FileNotFoundError) as err:
+        print(f"medlit: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

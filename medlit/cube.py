@@ -1,0 +1,185 @@
+"""Result cubes: self-describing xarray Datasets written as NetCDF.
+
+A cube holds ``score`` with dims (dataset, model, explainer, metric, sample), the cost ``seconds_per_image``
+per (dataset, model, explainer), the model's own ``model_auroc``/``model_accuracy`` per (dataset, model), per-sample
+coordinates (label, finding, box area, model probability, correct?), explainer and metric metadata as
+coordinates (family, citation, score direction, ...) and provenance attributes. The comparison chapter needs
+nothing else.
+
+The methods' dimension is called ``explainer``, not ``method``: ``.sel(method=...)`` is xarray's own keyword
+(nearest/pad lookup) and would silently select nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from medlit.paths import project_root
+
+CUBE_DIMS = ("dataset", "model", "explainer", "metric", "sample")
+REQUIRED_VARIABLES = ("score", "seconds_per_image", "model_auroc", "model_accuracy")
+_VERSIONED = ("medlit", "torch", "captum", "monai", "xarray", "numpy")
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def provenance(profile: str, seed: int, device: str) -> dict:
+    """Attributes every cube carries: how, where and from what it was computed."""
+    return {
+        "profile": profile,
+        "seed": seed,
+        "device": device,
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": json.dumps({name: _version(name) for name in _VERSIONED}),
+    }
+
+
+def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores: np.ndarray,
+              seconds_per_image: np.ndarray, samples: dict, model_record: dict, metric_params: dict,
+              attrs: dict) -> xr.Dataset:
+    """Assemble one cube for a single data set and model.
+
+    Parameters
+    ----------
+    methods, metrics : lists of ``ExplainerSpec`` / ``MetricSpec`` in cube order
+    scores : (method, metric, sample) float array
+    seconds_per_image : (method,) float array
+    samples : per-sample arrays: sample_id, label, finding, box_area_fraction, probability, correct
+    model_record : the model's record from ``load_or_train`` (test accuracy/AUROC, digest)
+    metric_params : metric name -> dict of the parameters it was called with
+    attrs : provenance and settings (see ``provenance``)
+    """
+    n_method, n_metric, n_sample = scores.shape
+    if (n_method, n_metric) != (len(methods), len(metrics)):
+        raise ValueError(f"scores shape {scores.shape} does not match {len(methods)} methods x {len(metrics)} metrics")
+    per_sample = {name: (("dataset", "sample"), np.asarray(samples[name])[None])
+                  for name in ("sample_id", "label", "finding", "box_area_fraction")}
+    per_model_sample = {name: (("dataset", "model", "sample"), np.asarray(samples[name])[None, None])
+                        for name in ("probability", "correct")}
+    coords = {
+        "dataset": [dataset], "model": [model],
+        "explainer": [m.name for m in methods], "metric": [m.name for m in metrics],
+        "sample": np.arange(n_sample),
+        "family": ("explainer", [m.family for m in methods]),
+        "citation": ("explainer", [m.citation for m in methods]),
+        "long_name": ("explainer", [m.long_name for m in methods]),
+        "forward_passes": ("explainer", [m.forward_passes for m in methods]),
+        "backward_passes": ("explainer", [m.backward_passes for m in methods]),
+        "direction": ("metric", [m.direction for m in metrics]),
+        "metric_kind": ("metric", [m.kind for m in metrics]),
+        "metric_long_name": ("metric", [m.long_name for m in metrics]),
+        "metric_citation": ("metric", [m.citation for m in metrics]),
+        "metric_params": ("metric", [json.dumps(metric_params.get(m.name, {}), sort_keys=True) for m in metrics]),
+        **per_sample, **per_model_sample,
+    }
+    data_vars = {
+        "score": (CUBE_DIMS, scores[None, None].astype(np.float32),
+                  {"long_name": "explanation score", "units": "1",
+                   "description": "one score per (data set, model, method, metric, image); NaN where undefined; "
+                                  "which way is better is the metric's 'direction' coordinate"}),
+        "seconds_per_image": (("dataset", "model", "explainer"), np.asarray(seconds_per_image, np.float64)[None, None],
+                              {"long_name": "explanation wall-clock time per image", "units": "s"}),
+        "model_auroc": (("dataset", "model"), [[model_record["test_auroc"]]],
+                        {"long_name": "model test AUROC", "units": "1"}),
+        "model_accuracy": (("dataset", "model"), [[model_record["test_accuracy"]]],
+                           {"long_name": "model test accuracy", "units": "1"}),
+    }
+    cube = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
+    cube.attrs["model_digest"] = model_record.get("digest", "")
+    return cube
+
+
+def validate_cube(cube: xr.Dataset, source: str = "cube") -> None:
+    """Raise ValueError naming ``source`` if ``cube`` lacks the dims or variables of the contract."""
+    missing = [d for d in CUBE_DIMS if d not in cube.dims] + [v for v in REQUIRED_VARIABLES if v not in cube]
+    if missing:
+        raise ValueError(f"{source}: not a medlit cube, missing {', '.join(missing)}")
+
+
+def write_cube(cube: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``cube`` to NetCDF atomically (temporary file, then rename)."""
+    validate_cube(cube)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        cube.to_netcdf(tmp, engine="netcdf4")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_cube(path: str | os.PathLike) -> xr.Dataset:
+    """Load a cube fully into memory (the file is closed afterwards); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cube {path} does not exist")
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            cube = ds.load()
+    except Exception as err:
+        raise ValueError(f"cube {path} cannot be read as NetCDF: {err}") from err
+    validate_cube(cube, str(path))
+    cube.attrs["source_file"] = path.name
+    return cube
+
+
+def merge_cubes(cubes: list[xr.Dataset]) -> xr.Dataset:
+    """Concatenate cubes along ``explainer``.
+
+    Cubes must share data sets, models and samples (their per-sample coordinates and model scores are checked
+    for equality). A method present in several cubes (the controls, which every chapter carries) is kept
+    once, after checking that its scores agree.
+    """
+    if not cubes:
+        raise ValueError("merge_cubes: no cubes given")
+    seen: dict[str, xr.Dataset] = {}
+    parts = []
+    for cube in cubes:
+        source = cube.attrs.get("source_file", cube.attrs.get("chapter", "cube"))
+        duplicate = [m for m in cube.explainer.values if m in seen]
+        for name in duplicate:
+            earlier = seen[name]
+            if not earlier.score.sel(explainer=name).equals(cube.score.sel(explainer=name)):
+                raise ValueError(f"merge_cubes: explainer {name!r} differs between "
+                                 f"{earlier.attrs.get('source_file', '?')} and {source}")
+        fresh = [m for m in cube.explainer.values if m not in seen]
+        for name in fresh:
+            seen[name] = cube
+        if fresh:
+            parts.append(cube.sel(explainer=fresh))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # xarray's changing concat defaults; we pass them all
+        merged = xr.concat(parts, dim="explainer", data_vars="minimal", coords="minimal", compat="equals",
+                           join="outer", combine_attrs="drop_conflicts")
+    merged.attrs["sources"] = json.dumps([c.attrs.get("source_file", c.attrs.get("chapter", "?")) for c in cubes])
+    return merged

@@ -1,0 +1,41 @@
+"""Explainer metadata and registration.
+
+An explainer is ``fn(model, x[B,C,H,W], target[B]) -> Tensor[B,H,W]``: float32, at input resolution,
+not normalised (normalisation is a separate, recorded step). Controls (random, centre prior) are
+explainers too, so every table carries them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from medlit.registry import Registry
+
+
+@dataclass(frozen=True)
+class ExplainerSpec:
+    name: str
+    fn: Callable
+    family: str  # "gradient", "activation", "perturbation", "prototype", "attention", "control"
+    citation: str  # BibTeX key in book/references.bib ("" for controls without one)
+    forward_passes: int  # per image, for the cost model
+    backward_passes: int
+    long_name: str
+
+    @property
+    def is_control(self) -> bool:
+        return self.family == "control"
+
+
+EXPLAINERS: Registry[ExplainerSpec] = Registry("explainer")
+
+
+def register_explainer(name: str, *, family: str, citation: str, long_name: str,
+                       forward_passes: int = 1, backward_passes: int = 0):
+    def decorate(fn: Callable) -> Callable:
+        EXPLAINERS.add(name, ExplainerSpec(name, fn, family, citation, forward_passes, backward_passes,
+                                           long_name))
+        return fn
+
+    return decorate

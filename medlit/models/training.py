@@ -1,0 +1,119 @@
+"""Training, evaluation and the on-disk model cache."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from tqdm.auto import tqdm
+
+from medlit.data.sample import SampleSet
+from medlit.models.classifier import Classifier, ModelConfig, build_model
+from medlit.paths import atomic_write_bytes, models_dir
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Softmax probability of the positive class for every image, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [torch.softmax(model(images[i:i + batch_size].to(device)), dim=1)[:, 1].cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, data: SampleSet) -> dict:
+    """Accuracy (threshold 0.5) and AUROC of ``model`` on ``data``, with the per-image probabilities."""
+    prob = predict_proba(model, data.images)
+    labels = data.labels.numpy()
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "accuracy": float(((prob >= 0.5).long() == data.labels).float().mean()),
+        "auroc": float(roc_auc_score(labels, prob.numpy())) if both_classes else float("nan"),
+        "probability": prob,
+    }
+
+
+def train_model(config: ModelConfig, train: SampleSet, val: SampleSet, *, progress: bool = True
+                ) -> tuple[Classifier, list[dict]]:
+    """Train a fresh classifier with Adam and a cosine learning-rate schedule; returns it with its history."""
+    model = build_model(config)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr,
+                                                   total_steps=config.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss()
+    history = []
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"training {config.name}", disable=not progress,
+               unit="batch")
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        total = 0.0
+        for start in range(0, len(train), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            loss = loss_fn(model(train.images[idx]), train.labels[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+            bar.update(1)
+        scores = evaluate(model, val)
+        history.append({"epoch": epoch + 1, "train_loss": total / len(train), "val_auroc": scores["auroc"],
+                        "val_accuracy": scores["accuracy"]})
+        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val_auroc=f"{scores['auroc']:.3f}")
+    bar.close()
+    model.eval()
+    return model, history
+
+
+def _cache_paths(config: ModelConfig, cache_dir: Path) -> tuple[Path, Path]:
+    stem = f"{config.name}-{config.digest()}"
+    return cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
+
+
+def load_or_train(config: ModelConfig, splits: dict[str, SampleSet], *, cache_dir: Path | None = None,
+                  progress: bool = True) -> tuple[Classifier, dict]:
+    """The trained model for ``config``: loaded from the cache when present, else trained and cached.
+
+    Returns the model (eval mode) and its record: config, digest, training time, history, and the
+    validation and test accuracy/AUROC.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else models_dir()
+    weights_path, record_path = _cache_paths(config, cache_dir)
+    if weights_path.is_file() and record_path.is_file():
+        model = build_model(config)
+        try:
+            model.load_state_dict(load_file(weights_path))
+            record = json.loads(record_path.read_text())
+        except Exception as err:  # a truncated or foreign file: say which, keep it for inspection
+            raise RuntimeError(f"cached model {weights_path} (or its record {record_path.name}) cannot be read: "
+                               f"{err}. Delete both files to retrain.") from err
+        model.eval()
+        return model, record
+
+    started = time.perf_counter()
+    model, history = train_model(config, splits["train"], splits["val"], progress=progress)
+    seconds = time.perf_counter() - started
+    val, test = evaluate(model, splits["val"]), evaluate(model, splits["test"])
+    record = {
+        "name": config.name, "digest": config.digest(), "config": config.as_dict(),
+        "train_seconds": seconds, "history": history,
+        "val_accuracy": val["accuracy"], "val_auroc": val["auroc"],
+        "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
+        "weights": weights_path.name,
+    }
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights_path.with_name(weights_path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(weights_path)
+    atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
+    return model, record

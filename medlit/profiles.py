@@ -1,0 +1,47 @@
+"""Run profiles: how big every piece of the benchmark is.
+
+``smoke`` is for tests and nbval (seconds per chapter), ``quick`` is the default book build on a 2-core CPU,
+``full`` is meant for a GPU. A chapter's ``parameters`` cell names the profile; papermill injects it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    image_size: int  # phantom images are rendered at this size (square)
+    n_train: int
+    n_val: int
+    n_test: int
+    epochs: int
+    batch_size: int
+    n_explain: int  # positive test images explained and scored per method
+    deletion_steps: int  # insertion/deletion curve resolution (pixels per step = H*W / steps)
+    bootstrap: int  # bootstrap replicates for confidence intervals
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def with_seed(self, seed: int) -> "Profile":
+        return replace(self, seed=seed)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", image_size=64, n_train=320, n_val=64, n_test=96, epochs=2, batch_size=32,
+                     n_explain=8, deletion_steps=16, bootstrap=200),
+    "quick": Profile("quick", image_size=128, n_train=2400, n_val=400, n_test=600, epochs=12, batch_size=64,
+                     n_explain=96, deletion_steps=64, bootstrap=1000),
+    "full": Profile("full", image_size=256, n_train=12000, n_val=1000, n_test=2000, epochs=30, batch_size=64,
+                    n_explain=500, deletion_steps=128, bootstrap=1000),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None

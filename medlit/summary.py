@@ -1,0 +1,87 @@
+"""Leaderboards from cubes: means, bootstrap intervals, and the paired comparison with a control."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from medlit.stats import bootstrap_mean_ci, paired_bootstrap_difference
+
+
+def _replicates(cube: xr.Dataset) -> int:
+    settings = cube.attrs.get("profile_settings")
+    return int(json.loads(settings)["bootstrap"]) if settings else 1000
+
+
+def summarise(cube: xr.Dataset, *, baseline: str = "centre_prior", level: float = 0.95,
+              replicates: int | None = None) -> pd.DataFrame:
+    """One row per (dataset, model, explainer, metric): mean score, its bootstrap CI, and the paired difference
+    from ``baseline`` with its CI, signed so that positive always means "better than the baseline".
+
+    Tables are for readers, so the explainer's column is called ``method`` there.
+    ``beats_baseline`` is True when the whole interval of that signed difference lies above 0.
+    """
+    replicates = replicates or _replicates(cube)
+    rows = []
+    for dataset in cube.dataset.values:
+        for model in cube.model.values:
+            block = cube.sel(dataset=dataset, model=model)
+            for metric in block.metric.values:
+                direction = str(block.direction.sel(metric=metric).values)
+                sign = 1.0 if direction == "higher" else -1.0
+                base = (block.score.sel(explainer=baseline, metric=metric).values
+                        if baseline in block.explainer.values else None)
+                for method in block.explainer.values:
+                    values = block.score.sel(explainer=method, metric=metric).values
+                    mean, low, high, n = bootstrap_mean_ci(values, replicates=replicates, level=level)
+                    row = {"dataset": dataset, "model": model, "method": method, "metric": metric,
+                           "family": str(block.family.sel(explainer=method).values), "direction": direction,
+                           "mean": mean, "ci_low": low, "ci_high": high, "n": n,
+                           "seconds_per_image": float(block.seconds_per_image.sel(explainer=method))}
+                    if base is not None and method != baseline:
+                        d, dlo, dhi, _ = paired_bootstrap_difference(sign * values, sign * base,
+                                                                     replicates=replicates, level=level)
+                        row.update(gain_vs_baseline=d, gain_low=dlo, gain_high=dhi, beats_baseline=bool(dlo > 0))
+                    elif base is not None:  # the baseline against itself: no gain, never "beats"
+                        row.update(gain_vs_baseline=np.nan, gain_low=np.nan, gain_high=np.nan, beats_baseline=False)
+                    rows.append(row)
+    table = pd.DataFrame(rows)
+    if "beats_baseline" in table:
+        table["beats_baseline"] = table["beats_baseline"].astype(bool)
+    return table
+
+
+def model_table(cube: xr.Dataset) -> pd.DataFrame:
+    """The models' own test accuracy and AUROC, to read beside every explanation score."""
+    return (xr.Dataset({"test AUROC": cube.model_auroc, "test accuracy": cube.model_accuracy})
+            .to_dataframe().reset_index())
+
+
+def leaderboard(summary: pd.DataFrame, metrics: list[str] | None = None, digits: int = 3) -> pd.DataFrame:
+    """A wide table: methods as rows, one "mean [low, high]" column per metric, best first on the first metric.
+
+    Where a metric was undefined (NaN) for some images, the cell ends with "n=k" images actually averaged.
+    """
+    table = summary if metrics is None else summary[summary.metric.isin(metrics)]
+    fmt = f"{{:.{digits}f}}"
+    full = table.groupby(["dataset", "model"])["n"].transform("max")
+
+    def cell(r):
+        text = (f"{fmt.format(r['mean'])} [{fmt.format(r['ci_low'])}, {fmt.format(r['ci_high'])}]"
+                if np.isfinite(r["ci_low"]) else fmt.format(r["mean"]))
+        return text + (f" n={r['n']}" if r["n"] < r["full"] else "")
+
+    cell = table.assign(full=full).apply(cell, axis=1)
+    wide = table.assign(cell=cell).pivot_table(index=["dataset", "model", "method"], columns="metric",
+                                               values="cell", aggfunc="first")
+    order = metrics or list(dict.fromkeys(table.metric))
+    first = order[0]
+    ranking = table[table.metric == first].set_index(["dataset", "model", "method"])
+    sign = -1 if (ranking.direction == "lower").all() else 1
+    wide = wide[[m for m in order if m in wide.columns]]
+    wide = wide.loc[(sign * ranking["mean"]).sort_values(ascending=False).index]
+    wide.columns.name = None
+    return wide.reset_index()

@@ -1,0 +1,83 @@
+"""Figures: galleries of images and maps with boxes drawn, and altair charts of cube summaries."""
+
+from __future__ import annotations
+
+import altair as alt
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.patches import Rectangle
+
+from medlit.data.sample import SampleSet
+
+BOX_COLOUR = "#00e5ff"
+
+
+def use_offline_charts() -> None:
+    """Render altair charts as inline SVG (vl-convert), so the book needs no CDN when it is read."""
+    alt.renderers.enable("svg")
+
+
+def _draw_boxes(ax, boxes: torch.Tensor) -> None:
+    for x0, y0, x1, y1 in boxes[~torch.isnan(boxes).any(dim=1)].tolist():
+        # Half-open pixel boxes: pixel c spans [c - 0.5, c + 0.5] in imshow coordinates.
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.2, ec=BOX_COLOUR))
+
+
+def show_samples(data: SampleSet, n: int = 8, columns: int = 4, title_key: str = "finding"):
+    """A grid of the first ``n`` images with their boxes and their finding type."""
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= min(n, len(data)):
+            continue
+        ax.imshow(data.images[i, 0], cmap="gray", vmin=0, vmax=1)
+        _draw_boxes(ax, data.boxes[i])
+        label = data.meta[title_key][i] if title_key in data.meta else int(data.labels[i])
+        ax.set_title(str(label), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def map_gallery(data: SampleSet, maps: dict[str, torch.Tensor], n: int = 4):
+    """Rows of images; columns: the image, then each method's map over it (min-max scaled for display only)."""
+    n = min(n, len(data))
+    fig, axes = plt.subplots(n, len(maps) + 1, figsize=(2.1 * (len(maps) + 1), 2.2 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(data.images[i, 0], cmap="gray", vmin=0, vmax=1)
+        _draw_boxes(axes[i, 0], data.boxes[i])
+        axes[i, 0].set_ylabel(str(data.meta.get("finding", ["?"] * len(data))[i]), fontsize=9)
+        for j, (name, m) in enumerate(maps.items(), start=1):
+            shown = m[i].float()
+            shown = (shown - shown.min()) / (shown.max() - shown.min() + 1e-12)
+            axes[i, j].imshow(data.images[i, 0], cmap="gray", vmin=0, vmax=1)
+            axes[i, j].imshow(shown, cmap="inferno", alpha=0.6)
+            _draw_boxes(axes[i, j], data.boxes[i])
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=9)
+        if i == 0:
+            axes[i, 0].set_title("image + box", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def score_chart(summary: pd.DataFrame, metrics: list[str] | None = None, width: int = 220) -> alt.FacetChart:
+    """Mean score and 95 % bootstrap interval per method, one panel per metric; controls drawn hollow."""
+    table = summary if metrics is None else summary[summary.metric.isin(metrics)]
+    table = table.assign(control=table.family == "control",
+                         better=np.where(table.direction == "higher", "higher is better", "lower is better"))
+    base = alt.Chart(table).encode(y=alt.Y("method:N", sort=None, title=None))
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title="score (mean, 95 % CI)"),
+                                               x2="ci_high:Q", color=alt.Color("family:N"))
+    points = base.mark_point(size=70, filled=True).encode(
+        x="mean:Q", color="family:N", shape=alt.Shape("control:N", title="control map"),
+        tooltip=["method", "metric", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
+                 alt.Tooltip("ci_high:Q", format=".3f"), "n"])
+    return (alt.layer(bars, points, data=table).properties(width=width, height=alt.Step(18))
+            .facet(facet=alt.Facet("metric:N", title=None), columns=3)
+            .resolve_scale(x="independent"))

@@ -1,0 +1,53 @@
+"""The chapter pipeline end to end on the smoke profile, and its cube cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medlit.benchmark import DEFAULT_METRICS, prepare, run_methods
+from medlit.cube import read_cube
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEDLIT_RESULTS", str(tmp_path_factory.mktemp("results")))
+    yield prepare("smoke", progress=False)
+    mp.undo()
+
+
+def test_run_methods_writes_a_complete_cube_and_reuses_it(prepared, monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path))
+    methods = ["gradcam", "centre_prior"]
+    cube = run_methods(prepared, methods, chapter="t", progress=False)
+    assert list(cube.explainer.values) == methods and list(cube.metric.values) == list(DEFAULT_METRICS)
+    assert cube.sizes["sample"] == prepared.profile.n_explain
+    assert (cube.label.values == 1).all()
+    ranked = cube.score.sel(metric=["pointing_game", "pointing_game_strict", "auprc"])
+    assert np.isfinite(ranked.values).all() and ((ranked >= 0) & (ranked <= 1)).all()
+    energy = cube.score.sel(metric="energy_pointing_game").values  # NaN only for a map with no positive part
+    assert ((energy[np.isfinite(energy)] >= 0) & (energy[np.isfinite(energy)] <= 1)).all()
+    path = tmp_path / "smoke" / "cubes" / "t.nc"
+    stamp = path.stat().st_mtime_ns
+    again = run_methods(prepared, methods, chapter="t", progress=False)
+    assert path.stat().st_mtime_ns == stamp, "an up-to-date cube must be reused, not rewritten"
+    assert again.identical(cube)
+    run_methods(prepared, ["gradcam"], chapter="t", progress=False)
+    assert list(read_cube(path).explainer.values) == ["gradcam"], "other methods: the cube is recomputed"
+
+
+def test_an_unreadable_cube_is_set_aside_and_recomputed(prepared, monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path))
+    path = tmp_path / "smoke" / "cubes" / "t.nc"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="t.nc"):
+        cube = run_methods(prepared, ["random"], chapter="t", progress=False)
+    assert (path.parent / "t.nc.unreadable").read_bytes() == b"truncated"
+    assert list(cube.explainer.values) == ["random"]
+
+
+def test_unknown_method_is_named(prepared):
+    with pytest.raises(KeyError, match="gradkam"):
+        run_methods(prepared, ["gradkam"], chapter="t")
