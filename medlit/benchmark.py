@@ -102,9 +102,13 @@ def score_method(model, data: SampleSet, method: str, metrics: list[str], params
     return score_maps(model, data, maps, metrics, params), seconds / max(len(data), 1)
 
 
+# The code that determines a cube's numbers; a change elsewhere (plots, tables, the CLI) keeps cubes valid.
+SCORING_CODE = ("data", "models", "explain", "metrics", "benchmark.py", "cube.py", "profiles.py")
+
+
 def _cache_key(chapter: str, methods: list[str], metrics: list[str], prepared: Prepared) -> str:
     key = {"chapter": chapter, "methods": methods, "metrics": metrics, "profile": prepared.profile.as_dict(),
-           "dataset": prepared.dataset, "model": prepared.record["digest"], "code": source_hash()}
+           "dataset": prepared.dataset, "model": prepared.record["digest"], "code": source_hash(*SCORING_CODE)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -126,7 +130,7 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
     """The chapter's cube: computed, or read back when an up-to-date one is on disk.
 
     The cube is ``results/<profile>/cubes/<chapter>.nc``; it is up to date when its ``cache_key`` attribute
-    matches the chapter, methods, metrics, profile, model and medlit source code of this call.
+    matches the chapter, methods, metrics, profile, model and the scoring code (``SCORING_CODE``) of this call.
     """
     metrics = list(metrics or DEFAULT_METRICS)
     unknown = [m for m in methods if m not in EXPLAINERS] + [m for m in metrics if m not in METRICS]

@@ -17,41 +17,52 @@ def _replicates(cube: xr.Dataset) -> int:
 
 
 def summarise(cube: xr.Dataset, *, baseline: str = "centre_prior", level: float = 0.95,
-              replicates: int | None = None) -> pd.DataFrame:
+              replicates: int | None = None, by: str | None = None) -> pd.DataFrame:
     """One row per (dataset, model, explainer, metric): mean score, its bootstrap CI, and the paired difference
     from ``baseline`` with its CI, signed so that positive always means "better than the baseline".
 
     Tables are for readers, so the explainer's column is called ``method`` there.
     ``beats_baseline`` is True when the whole interval of that signed difference lies above 0.
+    With ``by`` (a per-sample coordinate such as ``"finding"``), rows are computed per group of images.
     """
     replicates = replicates or _replicates(cube)
     rows = []
     for dataset in cube.dataset.values:
         for model in cube.model.values:
             block = cube.sel(dataset=dataset, model=model)
-            for metric in block.metric.values:
-                direction = str(block.direction.sel(metric=metric).values)
-                sign = 1.0 if direction == "higher" else -1.0
-                base = (block.score.sel(explainer=baseline, metric=metric).values
-                        if baseline in block.explainer.values else None)
-                for method in block.explainer.values:
-                    values = block.score.sel(explainer=method, metric=metric).values
-                    mean, low, high, n = bootstrap_mean_ci(values, replicates=replicates, level=level)
-                    row = {"dataset": dataset, "model": model, "method": method, "metric": metric,
-                           "family": str(block.family.sel(explainer=method).values), "direction": direction,
-                           "mean": mean, "ci_low": low, "ci_high": high, "n": n,
-                           "seconds_per_image": float(block.seconds_per_image.sel(explainer=method))}
-                    if base is not None and method != baseline:
-                        d, dlo, dhi, _ = paired_bootstrap_difference(sign * values, sign * base,
-                                                                     replicates=replicates, level=level)
-                        row.update(gain_vs_baseline=d, gain_low=dlo, gain_high=dhi, beats_baseline=bool(dlo > 0))
-                    elif base is not None:  # the baseline against itself: no gain, never "beats"
-                        row.update(gain_vs_baseline=np.nan, gain_low=np.nan, gain_high=np.nan, beats_baseline=False)
-                    rows.append(row)
+            groups = [(None, np.ones(block.sizes["sample"], bool))] if by is None else [
+                (g, (block[by].values == g)) for g in pd.unique(block[by].values)]
+            for group, keep in groups:
+                for metric in block.metric.values:
+                    rows.extend(_rows(block, metric, keep, baseline, replicates, level,
+                                      {"dataset": dataset, "model": model} | ({by: group} if by else {})))
     table = pd.DataFrame(rows)
     if "beats_baseline" in table:
         table["beats_baseline"] = table["beats_baseline"].astype(bool)
     return table
+
+
+def _rows(block: xr.Dataset, metric: str, keep: np.ndarray, baseline: str, replicates: int, level: float,
+          key: dict) -> list[dict]:
+    direction = str(block.direction.sel(metric=metric).values)
+    sign = 1.0 if direction == "higher" else -1.0
+    base = (block.score.sel(explainer=baseline, metric=metric).values[keep]
+            if baseline in block.explainer.values else None)
+    rows = []
+    for method in block.explainer.values:
+        values = block.score.sel(explainer=method, metric=metric).values[keep]
+        mean, low, high, n = bootstrap_mean_ci(values, replicates=replicates, level=level)
+        row = key | {"method": method, "metric": metric, "family": str(block.family.sel(explainer=method).values),
+                     "direction": direction, "mean": mean, "ci_low": low, "ci_high": high, "n": n,
+                     "seconds_per_image": float(block.seconds_per_image.sel(explainer=method))}
+        if base is not None and method != baseline:
+            d, dlo, dhi, _ = paired_bootstrap_difference(sign * values, sign * base, replicates=replicates,
+                                                         level=level)
+            row.update(gain_vs_baseline=d, gain_low=dlo, gain_high=dhi, beats_baseline=bool(dlo > 0))
+        elif base is not None:  # the baseline against itself: no gain, never "beats"
+            row.update(gain_vs_baseline=np.nan, gain_low=np.nan, gain_high=np.nan, beats_baseline=False)
+        rows.append(row)
+    return rows
 
 
 def model_table(cube: xr.Dataset) -> pd.DataFrame:

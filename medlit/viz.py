@@ -70,7 +70,8 @@ def score_chart(summary: pd.DataFrame, metrics: list[str] | None = None, width: 
     """Mean score and 95 % bootstrap interval per method, one panel per metric; controls drawn hollow."""
     table = summary if metrics is None else summary[summary.metric.isin(metrics)]
     table = table.assign(control=table.family == "control",
-                         better=np.where(table.direction == "higher", "higher is better", "lower is better"))
+                         panel=table.metric + np.where(table.direction == "higher", " (higher is better)",
+                                                       " (lower is better)"))
     base = alt.Chart(table).encode(y=alt.Y("method:N", sort=None, title=None))
     bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title="score (mean, 95 % CI)"),
                                                x2="ci_high:Q", color=alt.Color("family:N"))
@@ -79,5 +80,16 @@ def score_chart(summary: pd.DataFrame, metrics: list[str] | None = None, width: 
         tooltip=["method", "metric", alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
                  alt.Tooltip("ci_high:Q", format=".3f"), "n"])
     return (alt.layer(bars, points, data=table).properties(width=width, height=alt.Step(18))
-            .facet(facet=alt.Facet("metric:N", title=None), columns=3)
+            .facet(facet=alt.Facet("panel:N", title=None, sort=list(dict.fromkeys(table.panel))), columns=3)
             .resolve_scale(x="independent"))
+
+
+def finding_chart(summary: pd.DataFrame, metric: str, by: str = "finding", width: int = 360) -> alt.Chart:
+    """One metric's mean and 95 % CI per method, split by a per-image group such as the finding type."""
+    table = summary[summary.metric == metric]
+    base = alt.Chart(table).encode(y=alt.Y("method:N", sort=None, title=None),
+                                   yOffset=alt.YOffset(f"{by}:N"), color=alt.Color(f"{by}:N"))
+    return (base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=f"{metric} (mean, 95 % CI)"), x2="ci_high:Q")
+            + base.mark_point(filled=True, size=50).encode(
+                x="mean:Q", tooltip=["method", by, alt.Tooltip("mean:Q", format=".3f"), "n"])
+            ).properties(width=width, height=alt.Step(12))
