@@ -160,7 +160,7 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
     attrs.update({
         "chapter": chapter, "cache_key": key, "ground_truth": GROUND_TRUTH,
         "explanation_target": "positive class, on positive test images",
-        "normalisation": "maps are not normalised before scoring; each metric states its own treatment",
+        "normalisation": "explainers return raw maps; each metric's own treatment is its metric_normalisation",
         "data_card": DATASETS[prepared.dataset].data_card,
         "profile_settings": json.dumps(prepared.profile.as_dict()),
     })

@@ -97,6 +97,7 @@ def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores:
         "metric_kind": ("metric", [m.kind for m in metrics]),
         "metric_long_name": ("metric", [m.long_name for m in metrics]),
         "metric_citation": ("metric", [m.citation for m in metrics]),
+        "metric_normalisation": ("metric", [m.normalisation for m in metrics]),
         "metric_params": ("metric", [json.dumps(metric_params.get(m.name, {}), sort_keys=True) for m in metrics]),
         **per_sample, **per_model_sample,
     }

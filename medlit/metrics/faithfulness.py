@@ -180,7 +180,8 @@ def insertion_deletion_curves(model, x: torch.Tensor, target: torch.Tensor, maps
 
 
 @register_metric("insertion_auc", kind="faithfulness", direction="higher",
-                 long_name="Insertion AUC", citation="petsiuk2018rise")
+                 long_name="Insertion AUC", citation="petsiuk2018rise",
+                 normalisation="none: uses only the ranking of pixel values")
 def insertion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, *, steps: int = 64,
                   substrate: str | torch.Tensor = "blur", batch_size: int = 256) -> torch.Tensor:
     """Insertion score {cite}`petsiuk2018rise`: area under the insertion curve (higher is better).
@@ -199,7 +200,8 @@ def insertion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tens
 
 
 @register_metric("deletion_auc", kind="faithfulness", direction="lower",
-                 long_name="Deletion AUC", citation="petsiuk2018rise")
+                 long_name="Deletion AUC", citation="petsiuk2018rise",
+                 normalisation="none: uses only the ranking of pixel values")
 def deletion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, *, steps: int = 64,
                  substrate: str | torch.Tensor = "zeros", batch_size: int = 256) -> torch.Tensor:
     """Deletion score {cite}`petsiuk2018rise`: area under the deletion curve (lower is better).

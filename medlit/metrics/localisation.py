@@ -94,7 +94,8 @@ def scaled_tolerance(original_size: int | Sequence[int], image_size: int | Seque
 
 
 @register_metric("pointing_game", kind="localisation", direction="higher",
-                 long_name="Pointing game (15 px tolerance)", citation="zhang2018excitation")
+                 long_name="Pointing game (15 px tolerance at the original resolution)", citation="zhang2018excitation",
+                 normalisation="none: uses only the position of the maximum")
 def pointing_game(maps: torch.Tensor, regions: torch.Tensor, *, tolerance_px: float = 15.0) -> torch.Tensor:
     """Pointing game with tolerance {cite}`zhang2018excitation`.
 
@@ -129,7 +130,8 @@ def pointing_game(maps: torch.Tensor, regions: torch.Tensor, *, tolerance_px: fl
 
 
 @register_metric("pointing_game_strict", kind="localisation", direction="higher",
-                 long_name="Pointing game, no tolerance (hit rate)", citation="saporta2022chexlocalize")
+                 long_name="Pointing game, no tolerance (hit rate)", citation="saporta2022chexlocalize",
+                 normalisation="none: uses only the position of the maximum")
 def pointing_game_strict(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """Strict pointing game: the map's argmax pixel lies inside the region.
 
@@ -155,7 +157,8 @@ def pointing_game_strict(maps: torch.Tensor, regions: torch.Tensor) -> torch.Ten
 # -------------------------------------------------------------------------------- energy pointing game
 
 @register_metric("energy_pointing_game", kind="localisation", direction="higher",
-                 long_name="Energy-based pointing game", citation="wang2020scorecam")
+                 long_name="Energy-based pointing game", citation="wang2020scorecam",
+                 normalisation="none: negative values are dropped, the rest used as mass (scale-invariant)")
 def energy_pointing_game(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """Energy-based pointing game {cite}`wang2020scorecam` (relevance mass accuracy of Arras et al.).
 
@@ -226,7 +229,8 @@ def otsu_binarise(maps: torch.Tensor, nbins: int = 256) -> torch.Tensor:
 
 
 @register_metric("iou_otsu", kind="localisation", direction="higher",
-                 long_name="IoU of the Otsu-binarised map", citation="saporta2022chexlocalize")
+                 long_name="IoU of the Otsu-binarised map", citation="saporta2022chexlocalize",
+                 normalisation="min-max to [0, 1] per map, then Otsu's threshold")
 def iou_otsu(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """Intersection over union of the Otsu-binarised map and the region {cite}`saporta2022chexlocalize`.
 
@@ -286,7 +290,8 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 @register_metric("auprc", kind="localisation", direction="higher",
-                 long_name="AUPRC of map values for region pixels", citation="arun2021trustworthiness")
+                 long_name="AUPRC of map values for region pixels", citation="arun2021trustworthiness",
+                 normalisation="none: uses only the ranking of pixel values")
 def auprc(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """Area under the precision-recall curve of the map as a pixel classifier {cite}`arun2021trustworthiness`.
 

@@ -24,13 +24,14 @@ class MetricSpec:
     direction: str  # "higher" | "lower": which way is better
     long_name: str
     citation: str  # BibTeX key in book/references.bib
+    normalisation: str  # what the metric does to a raw map before scoring it (recorded in every cube)
     range: tuple[float, float] = (0.0, 1.0)
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
 
 
-def register_metric(name: str, *, kind: str, direction: str, long_name: str, citation: str,
+def register_metric(name: str, *, kind: str, direction: str, long_name: str, citation: str, normalisation: str,
                     range: tuple[float, float] = (0.0, 1.0)):
     if kind not in ("localisation", "faithfulness"):
         raise ValueError(f"metric {name!r}: kind must be 'localisation' or 'faithfulness', not {kind!r}")
@@ -38,7 +39,7 @@ def register_metric(name: str, *, kind: str, direction: str, long_name: str, cit
         raise ValueError(f"metric {name!r}: direction must be 'higher' or 'lower', not {direction!r}")
 
     def decorate(fn: Callable) -> Callable:
-        METRICS.add(name, MetricSpec(name, fn, kind, direction, long_name, citation, range))
+        METRICS.add(name, MetricSpec(name, fn, kind, direction, long_name, citation, normalisation, range))
         return fn
 
     return decorate
