@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +17,13 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from medlit.cube import make_cube, provenance, read_cube, write_cube
+from medlit.cube import load_if_current, make_cube, provenance, read_cube, read_netcdf, write_cube, write_netcdf
 from medlit.data import DATASETS, SampleSet, load_dataset
 from medlit.explain import EXPLAINERS, explain_batched
 from medlit.metrics import METRICS, scaled_tolerance
 from medlit.models import Classifier, ModelConfig, load_or_train
 from medlit.models.training import predict_proba
-from medlit.paths import cubes_dir, source_hash
+from medlit.paths import checks_dir, cubes_dir, source_hash
 from medlit.profiles import Profile, get_profile
 
 DEFAULT_METRICS = ("pointing_game", "pointing_game_strict", "energy_pointing_game", "iou_otsu", "auprc",
@@ -103,7 +102,7 @@ def score_method(model, data: SampleSet, method: str, metrics: list[str], params
 
 
 # The code that determines a cube's numbers; a change elsewhere (plots, tables, the CLI) keeps cubes valid.
-SCORING_CODE = ("data", "models", "explain", "metrics", "benchmark.py", "cube.py", "profiles.py")
+SCORING_CODE = ("data", "models", "explain", "metrics", "benchmark.py", "cube.py", "profiles.py", "sanity.py")
 
 
 def _cache_key(chapter: str, methods: list[str], metrics: list[str], prepared: Prepared) -> str:
@@ -138,15 +137,9 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
         raise KeyError(f"unknown methods or metrics: {', '.join(unknown)}")
     path = cubes_dir(prepared.profile.name) / f"{chapter}.nc"
     key = _cache_key(chapter, methods, metrics, prepared)
-    if path.is_file() and not force:
-        try:
-            cached = read_cube(path)
-            if cached.attrs.get("cache_key") == key:
-                return cached
-        except ValueError as err:  # unreadable: keep it aside for inspection and recompute
-            aside = path.with_suffix(".nc.unreadable")
-            path.replace(aside)
-            warnings.warn(f"{err}; moved it to {aside.name} and recomputing", stacklevel=2)
+    cached = None if force else load_if_current(path, key, read=read_cube)
+    if cached is not None:
+        return cached
 
     data = prepared.explained
     params = metric_params(prepared.profile, data)
@@ -171,3 +164,26 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
                      attrs=attrs)
     write_cube(cube, path)
     return read_cube(Path(path))
+
+
+def run_randomisation_check(prepared: Prepared, methods: list[str], *, chapter: str, force: bool = False,
+                            progress: bool = True) -> xr.Dataset:
+    """Cascading model-parameter randomisation {cite}`adebayo2018sanity` of ``methods`` on the first
+    ``profile.n_sanity`` explained images, cached as ``results/<profile>/checks/<chapter>_randomisation.nc``."""
+    from medlit.sanity import cascading_randomisation
+
+    path = checks_dir(prepared.profile.name) / f"{chapter}_randomisation.nc"
+    key = _cache_key(chapter + "/randomisation", methods, [], prepared)
+    cached = None if force else load_if_current(path, key)
+    if cached is not None:
+        return cached
+    data = positive_subset(prepared.splits["test"], prepared.profile.n_sanity)
+    target = torch.ones(len(data), dtype=torch.long)
+    ds = cascading_randomisation(prepared.model, data.images, target, methods, seed=prepared.profile.seed,
+                                 progress=progress)
+    ds.attrs.update(provenance(prepared.profile.name, prepared.profile.seed,
+                               str(next(prepared.model.parameters()).device)))
+    ds.attrs.update({"chapter": chapter, "cache_key": key, "model": prepared.record["name"],
+                     "model_digest": prepared.record["digest"]})
+    write_netcdf(ds, path)
+    return read_netcdf(path)

@@ -125,33 +125,63 @@ def validate_cube(cube: xr.Dataset, source: str = "cube") -> None:
         raise ValueError(f"{source}: not a medlit cube, missing {', '.join(missing)}")
 
 
-def write_cube(cube: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``cube`` to NetCDF atomically (temporary file, then rename)."""
-    validate_cube(cube)
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write any Dataset to NetCDF atomically (temporary file, then rename): readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        cube.to_netcdf(tmp, engine="netcdf4")
+        ds.to_netcdf(tmp, engine="netcdf4")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def read_cube(path: str | os.PathLike) -> xr.Dataset:
-    """Load a cube fully into memory (the file is closed afterwards); errors name the file."""
+def read_netcdf(path: str | os.PathLike) -> xr.Dataset:
+    """Load a NetCDF file fully into memory (the file is closed afterwards); errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"cube {path} does not exist")
+        raise FileNotFoundError(f"{path} does not exist")
     try:
         with xr.open_dataset(path, engine="netcdf4") as ds:
-            cube = ds.load()
+            loaded = ds.load()
     except Exception as err:
-        raise ValueError(f"cube {path} cannot be read as NetCDF: {err}") from err
+        raise ValueError(f"{path} cannot be read as NetCDF: {err}") from err
+    loaded.attrs["source_file"] = path.name
+    return loaded
+
+
+def write_cube(cube: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Validate ``cube`` against the contract and write it atomically."""
+    validate_cube(cube)
+    return write_netcdf(cube, path)
+
+
+def read_cube(path: str | os.PathLike) -> xr.Dataset:
+    """Read and validate a cube; errors name the file."""
+    cube = read_netcdf(path)
     validate_cube(cube, str(path))
-    cube.attrs["source_file"] = path.name
     return cube
+
+
+def load_if_current(path: str | os.PathLike, key: str, read=read_netcdf) -> xr.Dataset | None:
+    """The dataset at ``path`` if its ``cache_key`` attribute equals ``key``, else None.
+
+    An unreadable file is moved aside to ``<name>.unreadable`` (kept for inspection) with a warning, and None
+    is returned so that the caller recomputes it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        ds = read(path)
+    except ValueError as err:
+        aside = path.with_name(path.name + ".unreadable")
+        path.replace(aside)
+        warnings.warn(f"{err}; moved it to {aside.name} and recomputing", stacklevel=3)
+        return None
+    return ds if ds.attrs.get("cache_key") == key else None
 
 
 def merge_cubes(cubes: list[xr.Dataset]) -> xr.Dataset:

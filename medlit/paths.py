@@ -32,6 +32,11 @@ def cubes_dir(profile: str) -> Path:
     return results_dir() / profile / "cubes"
 
 
+def checks_dir(profile: str) -> Path:
+    """Results of checks that are not per-image scores (e.g. randomisation sanity checks)."""
+    return results_dir() / profile / "checks"
+
+
 def source_hash(*subpackages: str) -> str:
     """A short hash of medlit's own source files (all of them, or the named subpackages/modules).
 
@@ -41,7 +46,10 @@ def source_hash(*subpackages: str) -> str:
     targets = [PACKAGE_DIR / name for name in subpackages] if subpackages else [PACKAGE_DIR]
     files = []
     for target in targets:
-        files.extend(sorted(target.rglob("*.py")) if target.is_dir() else [target.with_suffix(".py")])
+        if target.is_dir():
+            files.extend(sorted(target.rglob("*.py")))
+        elif target.with_suffix(".py").is_file():
+            files.append(target.with_suffix(".py"))
     for path in files:
         digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
         digest.update(path.read_bytes())

@@ -21,6 +21,7 @@ class Profile:
     n_explain: int  # positive test images explained and scored per method
     deletion_steps: int  # insertion/deletion curve resolution (pixels per step = H*W / steps)
     bootstrap: int  # bootstrap replicates for confidence intervals
+    n_sanity: int  # positive test images used by the randomisation sanity check
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -32,11 +33,11 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", image_size=64, n_train=320, n_val=64, n_test=96, epochs=2, batch_size=32,
-                     n_explain=8, deletion_steps=16, bootstrap=200),
+                     n_explain=8, deletion_steps=16, bootstrap=200, n_sanity=4),
     "quick": Profile("quick", image_size=128, n_train=2400, n_val=400, n_test=600, epochs=12, batch_size=64,
-                     n_explain=96, deletion_steps=64, bootstrap=1000),
+                     n_explain=96, deletion_steps=64, bootstrap=1000, n_sanity=16),
     "full": Profile("full", image_size=256, n_train=12000, n_val=1000, n_test=2000, epochs=30, batch_size=64,
-                    n_explain=500, deletion_steps=128, bootstrap=1000),
+                    n_explain=500, deletion_steps=128, bootstrap=1000, n_sanity=64),
 }
 
 

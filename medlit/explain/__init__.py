@@ -3,7 +3,9 @@
 To add a method, write one module with a function decorated by ``register_explainer`` and import it below.
 """
 
-from medlit.explain import controls, gradcam, saliency  # noqa: F401  (registration)
+from medlit.explain import (  # noqa: F401  (registration)
+    controls, gradcam, gradcam_pp, gradient_shap, guided, input_x_gradient, integrated_gradients, jacobian, lrp,
+    saliency, smoothgrad)
 from medlit.explain.registry import EXPLAINERS, ExplainerSpec, register_explainer
 from medlit.explain.run import explain_batched
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 import torch
 
 from medlit.explain.registry import register_explainer
+from medlit.explain.seeding import image_generator
 
 
 @register_explainer("random", family="control", citation="", long_name="Random map (control)", forward_passes=0)
 def random_map(model, x: torch.Tensor, target: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Independent uniform noise per pixel, reproducible from ``seed`` and the image content."""
-    # Seed from the image bytes so that a given image gets the same map whatever batch it is in.
-    maps = []
-    for image in x:
-        g = torch.Generator().manual_seed(seed + int(torch.sum(image.detach().double() * 1e6) % (2**31)))
-        maps.append(torch.rand(x.shape[-2:], generator=g))
-    return torch.stack(maps).to(x.device)
+    # Seeded from the image content, so that a given image gets the same map whatever batch it is in.
+    return torch.stack([torch.rand(x.shape[-2:], generator=image_generator(image, seed)) for image in x]).to(x.device)
 
 
 @register_explainer("centre_prior", family="control", citation="zhang2018excitation",
