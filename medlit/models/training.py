@@ -22,7 +22,8 @@ from medlit.paths import atomic_write_bytes, models_dir
 def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Softmax probability of the positive class for every image, in eval mode."""
     model.eval()
-    device = next(model.parameters()).device
+    first = next(model.parameters(), None)  # a parameter-free model runs where the images are
+    device = first.device if first is not None else images.device
     out = [torch.softmax(model(images[i:i + batch_size].to(device)), dim=1)[:, 1].cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out)
