@@ -84,3 +84,27 @@ def test_explain_batched_checks_shape_and_times(tiny_model, squares):
     maps, seconds = explain_batched("gradcam", tiny_model, squares.images, torch.ones(16, dtype=torch.long),
                                     batch_size=5)
     assert maps.shape == (16, 32, 32) and seconds > 0
+
+
+def test_gradcam_equals_monai_gradcam(tiny_model, squares):
+    """MONAI's GradCAM on the same layer: the same rectified map at layer resolution, and the same map after
+    bilinear upsampling. MONAI's default post-processing then rescales each map so that its minimum becomes 1
+    and its maximum 0 (documented in MONAI's ``default_normalizer``); medlit deliberately returns raw maps."""
+    from monai.visualize import GradCAM
+
+    x = squares.images[:4]
+    # An untrained network's rectified map can be zero everywhere for one class: compare on a class where it
+    # is not, or the comparison would prove nothing.
+    maps = {c: EXPLAINERS["gradcam"].fn(tiny_model, x, torch.full((4,), c)) for c in (0, 1)}
+    cls = max(maps, key=lambda c: int((maps[c].flatten(1).amax(dim=1) > 0).sum()))
+    ours = maps[cls]
+    nonzero = ours.flatten(1).amax(dim=1) > 0
+    assert nonzero.sum() >= 2, "the test needs non-trivial maps"
+    cam = GradCAM(nn_module=tiny_model, target_layers="net.layer4")
+    layer_map = cam.compute_map(x, class_idx=cls)  # MONAI takes one class index for the whole batch
+    upsampled = torch.nn.functional.interpolate(layer_map, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(ours, upsampled[:, 0].detach(), rtol=1e-4, atol=1e-6)
+    scaled = cam(x, class_idx=cls)[:, 0]
+    lo, hi = ours.amin(dim=(1, 2), keepdim=True), ours.amax(dim=(1, 2), keepdim=True)
+    rescaled = (ours - lo) / (hi - lo).clamp(min=1e-12)
+    torch.testing.assert_close(scaled[nonzero], 1 - rescaled[nonzero], rtol=1e-4, atol=1e-5)
