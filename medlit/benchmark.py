@@ -187,3 +187,51 @@ def run_randomisation_check(prepared: Prepared, methods: list[str], *, chapter: 
                      "model_digest": prepared.record["digest"]})
     write_netcdf(ds, path)
     return read_netcdf(path)
+
+
+def run_budget_study(prepared: Prepared, budgets: dict[str, tuple[str, list]], *, chapter: str,
+                     metrics: tuple[str, ...] = ("pointing_game", "energy_pointing_game", "insertion_auc",
+                                                 "deletion_auc"),
+                     force: bool = False, progress: bool = True) -> xr.Dataset:
+    """Scores of each method as its perturbation budget grows, on the first ``profile.n_sanity`` explained images.
+
+    ``budgets`` maps a method to (setting name, values), e.g. ``{"rise": ("n_masks", [250, 500, 1000])}``.
+    Returns (and caches under ``results/<profile>/checks/<chapter>_budget.nc``) a Dataset with ``score``
+    (explainer, budget, metric, sample), ``seconds_per_image`` (explainer, budget) and the setting's value per
+    (explainer, budget).
+    """
+    path = checks_dir(prepared.profile.name) / f"{chapter}_budget.nc"
+    plan = {m: [setting, list(values)] for m, (setting, values) in budgets.items()}
+    key = _cache_key(chapter + "/budget" + json.dumps(plan, sort_keys=True), list(budgets), list(metrics), prepared)
+    cached = None if force else load_if_current(path, key)
+    if cached is not None:
+        return cached
+    data = positive_subset(prepared.splits["test"], prepared.profile.n_sanity)
+    params = metric_params(prepared.profile, data)
+    target = torch.ones(len(data), dtype=torch.long)
+    steps = max(len(values) for _, values in budgets.values())
+    scores = np.full((len(budgets), steps, len(metrics), len(data)), np.nan, np.float32)
+    seconds = np.full((len(budgets), steps), np.nan)
+    setting_value = np.full((len(budgets), steps), np.nan)
+    bar = tqdm(total=sum(len(v) for _, v in budgets.values()), desc=f"{chapter}: budgets", disable=not progress)
+    for i, (method, (setting, values)) in enumerate(budgets.items()):
+        for j, value in enumerate(values):
+            maps, t = explain_batched(method, prepared.model, data.images, target, **{setting: value})
+            scores[i, j] = score_maps(prepared.model, data, maps, list(metrics), params)
+            seconds[i, j], setting_value[i, j] = t / len(data), value
+            bar.update(1)
+    bar.close()
+    ds = xr.Dataset(
+        {"score": (("explainer", "budget", "metric", "sample"), scores, {"long_name": "explanation score"}),
+         "seconds_per_image": (("explainer", "budget"), seconds, {"units": "s"}),
+         "setting_value": (("explainer", "budget"), setting_value,
+                           {"long_name": "value of the method's budget setting"})},
+        coords={"explainer": list(budgets), "budget": np.arange(steps), "metric": list(metrics),
+                "sample": np.arange(len(data)),
+                "setting": ("explainer", [setting for setting, _ in budgets.values()]),
+                "direction": ("metric", [METRICS[m].direction for m in metrics])})
+    ds.attrs.update(provenance(prepared.profile.name, prepared.profile.seed,
+                               str(next(prepared.model.parameters()).device)))
+    ds.attrs.update({"chapter": chapter, "cache_key": key, "model": prepared.record["name"]})
+    write_netcdf(ds, path)
+    return read_netcdf(path)

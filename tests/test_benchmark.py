@@ -51,3 +51,21 @@ def test_an_unreadable_cube_is_set_aside_and_recomputed(prepared, monkeypatch, t
 def test_unknown_method_is_named(prepared):
     with pytest.raises(KeyError, match="gradkam"):
         run_methods(prepared, ["gradkam"], chapter="t")
+
+
+def test_budget_study_scores_every_setting_and_is_cached(prepared, monkeypatch, tmp_path):
+    from medlit.benchmark import run_budget_study
+
+    monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path))
+    budgets = {"centre_prior": ("sigma_fraction", [0.1, 0.25, 0.5])}
+    ds = run_budget_study(prepared, budgets, chapter="t", metrics=("pointing_game", "energy_pointing_game"),
+                          progress=False)
+    assert ds.score.sizes == {"explainer": 1, "budget": 3, "metric": 2, "sample": prepared.profile.n_sanity}
+    assert list(ds.setting_value.values[0]) == [0.1, 0.25, 0.5]
+    energy = ds.score.sel(metric="energy_pointing_game").mean("sample").values[0]
+    assert energy[0] != energy[2], "the setting must reach the explainer"
+    path = tmp_path / "smoke" / "checks" / "t_budget.nc"
+    stamp = path.stat().st_mtime_ns
+    run_budget_study(prepared, budgets, chapter="t", metrics=("pointing_game", "energy_pointing_game"),
+                     progress=False)
+    assert path.stat().st_mtime_ns == stamp

@@ -4,8 +4,8 @@ To add a method, write one module with a function decorated by ``register_explai
 """
 
 from medlit.explain import (  # noqa: F401  (registration)
-    controls, gradcam, gradcam_pp, gradient_shap, guided, input_x_gradient, integrated_gradients, jacobian, lrp,
-    saliency, smoothgrad)
+    controls, feature_ablation, gradcam, gradcam_pp, gradient_shap, guided, input_x_gradient, integrated_gradients,
+    jacobian, lrp, occlusion, rise, saliency, scorecam, smoothgrad, superpixel_shap)
 from medlit.explain.registry import EXPLAINERS, ExplainerSpec, register_explainer
 from medlit.explain.run import explain_batched
 

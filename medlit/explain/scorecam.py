@@ -1,0 +1,69 @@
+"""Score-CAM {cite}`wang2020scorecam`: activation maps weighted by the target score of the image they mask.
+
+Reading of the paper (Algorithm 1): each activation map A_k of the feature layer is upsampled bilinearly to the
+input size and min-max normalised to [0, 1] (H_k); the increase of confidence is s_k = f_t(x * H_k) - f_t(x_b) with
+x_b = 0; the weights are the softmax over channels of s_k; the map is ReLU(sum_k w_k A_k). Here f_t is the softmax
+probability of the target class. Since a softmax over k is unchanged by subtracting f_t(x_b) from every s_k, the
+baseline term does not change the map; it is computed anyway (one forward pass per batch) to follow the
+definition. The official code instead weights by f_t(x * H_k) directly, without the softmax over channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from medlit.explain.registry import register_explainer
+
+
+def feature_activations(model, x: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) output of ``model.feature_layer`` for ``x`` (the hook is removed even on error)."""
+    store = []
+    hook = model.feature_layer.register_forward_hook(lambda module, inputs, output: store.append(output.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        hook.remove()
+    return store[0]
+
+
+def normalised_upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 1, h, w) maps -> (N, 1, H, W): bilinear upsampling, then min-max to [0, 1]; constant maps become 0.
+
+    A map counts as constant when its range is below 1e-5 of its largest magnitude: upsampling a constant (e.g. a
+    1 x 1 map) leaves rounding noise that min-max scaling would blow up to [0, 1].
+    """
+    up = F.interpolate(activations, size=size, mode="bilinear", align_corners=False)
+    lo, hi = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
+    span = hi - lo
+    varies = span > 1e-5 * torch.maximum(lo.abs(), hi.abs())
+    return torch.where(varies, (up - lo) / torch.where(varies, span, torch.ones_like(span)), torch.zeros_like(up))
+
+
+# forward passes: one to read the activations + one per channel of the feature layer (128 for resnet10)
+@register_explainer("scorecam", family="activation", citation="wang2020scorecam", long_name="Score-CAM",
+                    forward_passes=129, backward_passes=0)
+def scorecam(model, x: torch.Tensor, target: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """ReLU(sum_k softmax_k(f_t(x * H_k) - f_t(0)) A_k), upsampled bilinearly to the input size; no normalisation.
+
+    Parameters
+    ----------
+    batch_size : masked images per forward pass (the K masked copies of all images of the batch are chunked)
+    """
+    activations = feature_activations(model, x)
+    n, k = activations.shape[:2]
+    flat = activations.reshape(n * k, 1, *activations.shape[2:])
+    owner = torch.arange(n, device=x.device).repeat_interleave(k)  # image of each (image, channel) pair
+    scores = []
+    with torch.no_grad():
+        for start in range(0, n * k, batch_size):
+            rows = owner[start:start + batch_size]
+            masked = x[rows] * normalised_upsampled(flat[start:start + batch_size], tuple(x.shape[-2:]))
+            probs = torch.softmax(model(masked).float(), dim=1)
+            scores.append(probs.gather(1, target[rows].view(-1, 1))[:, 0])
+        baseline = torch.softmax(model(torch.zeros_like(x[:1])).float(), dim=1)[0, target]  # (B,)
+    increase = torch.cat(scores).view(n, k) - baseline[:, None]
+    weights = torch.softmax(increase, dim=1)
+    cam = torch.relu((weights[:, :, None, None] * activations.float()).sum(dim=1, keepdim=True))
+    return F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0].detach()
