@@ -285,7 +285,7 @@ def main() -> None:
                         help="images for the slow peers (perturbations_per_eval=1, per-mask/per-channel loops)")
     parser.add_argument("--metric-images", type=int, default=16)
     parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--metric-batch-size", type=int, default=256, help="(image, step) pairs per forward")
+    parser.add_argument("--metric-batch-size", type=int, default=64, help="(image, step) pairs per forward (medlit's default)")
     parser.add_argument("--method-batch", type=int, default=None,
                         help="batch_size passed to the medlit methods (default: each one's registered default)")
     parser.add_argument("--rise-masks", type=int, default=None, help="n_masks for RISE (default: registered)")

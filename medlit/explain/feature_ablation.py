@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from captum.attr import FeatureAblation
 
-from medlit.explain.registry import register_explainer
+from medlit.explain.registry import FORWARD_BATCH, register_explainer
 from medlit.explain.superpixel_shap import grid_superpixels
 
 
@@ -16,7 +16,7 @@ from medlit.explain.superpixel_shap import grid_superpixels
 @register_explainer("feature_ablation", family="perturbation", citation="zeiler2014occlusion",
                     long_name="Feature ablation (grid superpixels)", forward_passes=65, backward_passes=0)
 def feature_ablation(model, x: torch.Tensor, target: torch.Tensor, cells: int = 8, baseline: str = "mean",
-                     batch_size: int = 256) -> torch.Tensor:
+                     batch_size: int = FORWARD_BATCH) -> torch.Tensor:
     """f_t(x) - f_t(x with one grid cell set to the baseline), painted on that cell; f_t the target logit.
 
     Parameters

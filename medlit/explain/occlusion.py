@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from captum.attr import Occlusion
 
-from medlit.explain.registry import register_explainer
+from medlit.explain.registry import FORWARD_BATCH, register_explainer
 
 
 def occlusion_window(size: int) -> tuple[int, int]:
@@ -21,7 +21,7 @@ def occlusion_window(size: int) -> tuple[int, int]:
 @register_explainer("occlusion", family="perturbation", citation="zeiler2014occlusion", long_name="Occlusion",
                     forward_passes=226, backward_passes=0)
 def occlusion(model, x: torch.Tensor, target: torch.Tensor, window: int | None = None, stride: int | None = None,
-              baseline: str = "mean", batch_size: int = 256) -> torch.Tensor:
+              baseline: str = "mean", batch_size: int = FORWARD_BATCH) -> torch.Tensor:
     """sum_c of the mean, over windows covering a pixel, of f_t(x) - f_t(x with the window set to the baseline).
 
     Parameters

@@ -12,6 +12,11 @@ from typing import Callable
 
 from medlit.registry import Registry
 
+# Images per forward pass for methods that push many perturbed copies through the model. On a 2-core CPU the
+# per-image forward cost is lowest at 32-64 images of 128 px and nearly doubles at 256
+# (scripts/bench_perturbation.py measures it); on a GPU pass a larger batch_size.
+FORWARD_BATCH = 64
+
 
 @dataclass(frozen=True)
 class ExplainerSpec:

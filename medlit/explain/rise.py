@@ -7,7 +7,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from medlit.explain.registry import register_explainer
+from medlit.explain.registry import FORWARD_BATCH, register_explainer
 
 
 @lru_cache(maxsize=4)
@@ -38,7 +38,7 @@ def rise_masks(height: int, width: int, n_masks: int = 2000, cells: int = 8, p_k
 @register_explainer("rise", family="perturbation", citation="petsiuk2018rise", long_name="RISE",
                     forward_passes=2000, backward_passes=0)
 def rise(model, x: torch.Tensor, target: torch.Tensor, n_masks: int = 2000, cells: int = 8, p_keep: float = 0.5,
-         substrate: str = "mean", seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+         substrate: str = "mean", seed: int = 0, batch_size: int = FORWARD_BATCH) -> torch.Tensor:
     """sum_i f_t(x * M_i + s * (1 - M_i)) M_i / (N p_keep), f_t the softmax probability of the target.
 
     Parameters

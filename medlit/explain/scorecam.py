@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medlit.explain.registry import register_explainer
+from medlit.explain.registry import FORWARD_BATCH, register_explainer
 
 
 def feature_activations(model, x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def normalised_upsampled(activations: torch.Tensor, size: tuple[int, int]) -> to
 # forward passes: one to read the activations + one per channel of the feature layer (128 for resnet10)
 @register_explainer("scorecam", family="activation", citation="wang2020scorecam", long_name="Score-CAM",
                     forward_passes=129, backward_passes=0)
-def scorecam(model, x: torch.Tensor, target: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def scorecam(model, x: torch.Tensor, target: torch.Tensor, batch_size: int = FORWARD_BATCH) -> torch.Tensor:
     """ReLU(sum_k softmax_k(f_t(x * H_k) - f_t(0)) A_k), upsampled bilinearly to the input size; no normalisation.
 
     Parameters

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from captum.attr import KernelShap, Lime
 
-from medlit.explain.registry import register_explainer
+from medlit.explain.registry import FORWARD_BATCH, register_explainer
 from medlit.explain.seeding import image_generator
 
 
@@ -51,7 +51,7 @@ def _superpixel_attribution(method, model, x, target, cells, n_samples, seed, ba
 @register_explainer("kernel_shap", family="perturbation", citation="lundberg2017shap",
                     long_name="KernelSHAP (grid superpixels)", forward_passes=256, backward_passes=0)
 def kernel_shap(model, x: torch.Tensor, target: torch.Tensor, cells: int = 8, n_samples: int = 256,
-                seed: int = 0, batch_size: int = 128, baseline: str = "mean") -> torch.Tensor:
+                seed: int = 0, batch_size: int = FORWARD_BATCH, baseline: str = "mean") -> torch.Tensor:
     """Shapley values of the ``cells`` x ``cells`` grid superpixels for the target logit, each painted on its cell.
 
     Parameters
@@ -69,7 +69,7 @@ def kernel_shap(model, x: torch.Tensor, target: torch.Tensor, cells: int = 8, n_
 @register_explainer("lime", family="perturbation", citation="ribeiro2016lime", long_name="LIME (grid superpixels)",
                     forward_passes=256, backward_passes=0)
 def lime(model, x: torch.Tensor, target: torch.Tensor, cells: int = 8, n_samples: int = 256, seed: int = 0,
-         batch_size: int = 128, baseline: str = "mean") -> torch.Tensor:
+         batch_size: int = FORWARD_BATCH, baseline: str = "mean") -> torch.Tensor:
     """Coefficients of captum's LIME surrogate (Lasso, alpha 0.01, exponential cosine kernel of width 1) over
     grid superpixels, for the target logit, each painted on its cell. Arguments as for ``kernel_shap``."""
     return _superpixel_attribution(Lime, model, x, target, cells, n_samples, seed, batch_size, baseline)

@@ -120,7 +120,7 @@ def _target_probability(model, images: torch.Tensor, target: torch.Tensor, name:
 @torch.no_grad()
 def insertion_deletion_curves(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, *,
                               mode: str, steps: int = 64, substrate: str | torch.Tensor | None = None,
-                              batch_size: int = 256) -> torch.Tensor:
+                              batch_size: int = 64) -> torch.Tensor:
     """Insertion or deletion curves {cite}`petsiuk2018rise`, all steps of all images batched.
 
     Parameters
@@ -183,7 +183,7 @@ def insertion_deletion_curves(model, x: torch.Tensor, target: torch.Tensor, maps
                  long_name="Insertion AUC", citation="petsiuk2018rise",
                  normalisation="none: uses only the ranking of pixel values")
 def insertion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, *, steps: int = 64,
-                  substrate: str | torch.Tensor = "blur", batch_size: int = 256) -> torch.Tensor:
+                  substrate: str | torch.Tensor = "blur", batch_size: int = 64) -> torch.Tensor:
     """Insertion score {cite}`petsiuk2018rise`: area under the insertion curve (higher is better).
 
     Pixels move, most relevant first, from a blurred copy of the image (Gaussian, kernel 11, sigma 5)
@@ -203,7 +203,7 @@ def insertion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tens
                  long_name="Deletion AUC", citation="petsiuk2018rise",
                  normalisation="none: uses only the ranking of pixel values")
 def deletion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, *, steps: int = 64,
-                 substrate: str | torch.Tensor = "zeros", batch_size: int = 256) -> torch.Tensor:
+                 substrate: str | torch.Tensor = "zeros", batch_size: int = 64) -> torch.Tensor:
     """Deletion score {cite}`petsiuk2018rise`: area under the deletion curve (lower is better).
 
     Pixels move, most relevant first, from the image to the substrate (zeros by default); see
@@ -219,6 +219,6 @@ def deletion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tenso
     return normalised_auc(curves)
 
 
-def forwards_needed(n_images: int, steps: int = 64, batch_size: int = 256) -> int:
+def forwards_needed(n_images: int, steps: int = 64, batch_size: int = 64) -> int:
     """Forward passes one insertion or deletion evaluation costs: ``ceil(n_images * (steps+1) / batch_size)``."""
     return math.ceil(n_images * (steps + 1) / batch_size)
