@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from captum.attr import FeatureAblation
 
+from medlit.explain.substrate import substrate_images
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
 from medlit.explain.superpixel_shap import grid_superpixels
 
@@ -25,12 +26,7 @@ def feature_ablation(model, x: torch.Tensor, target: torch.Tensor, cells: int = 
     baseline : ``"mean"`` (the image's mean intensity) or ``"zeros"``
     batch_size : images per forward pass (captum's ``perturbations_per_eval`` is ``batch_size // B``)
     """
-    if baseline == "mean":
-        baselines = x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x).contiguous()
-    elif baseline == "zeros":
-        baselines = torch.zeros_like(x)
-    else:
-        raise ValueError(f"baseline must be 'mean' or 'zeros', not {baseline!r}")
+    baselines = substrate_images(x, baseline)
     attributions = FeatureAblation(model).attribute(
         x, baselines=baselines, target=target, feature_mask=grid_superpixels(x.shape[-2], x.shape[-1], cells, x.device),
         perturbations_per_eval=max(1, batch_size // x.shape[0]))

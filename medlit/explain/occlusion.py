@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from captum.attr import Occlusion
 
+from medlit.explain.substrate import substrate_images
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
 
 
@@ -38,12 +39,7 @@ def occlusion(model, x: torch.Tensor, target: torch.Tensor, window: int | None =
     """
     default_window, default_stride = occlusion_window(x.shape[-1])
     window, stride = window or default_window, stride or (default_stride if window is None else max(1, window // 2))
-    if baseline == "mean":
-        baselines = x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x).contiguous()
-    elif baseline == "zeros":
-        baselines = torch.zeros_like(x)
-    else:
-        raise ValueError(f"baseline must be 'mean' or 'zeros', not {baseline!r}")
+    baselines = substrate_images(x, baseline)
     attributions = Occlusion(model).attribute(
         x, sliding_window_shapes=(x.shape[1], window, window), strides=(x.shape[1], stride, stride),
         baselines=baselines, target=target, perturbations_per_eval=max(1, batch_size // x.shape[0]))

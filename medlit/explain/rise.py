@@ -7,6 +7,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from medlit.explain.substrate import substrate_value
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
 
 
@@ -51,12 +52,7 @@ def rise(model, x: torch.Tensor, target: torch.Tensor, n_masks: int = 2000, cell
     batch_size : masked images per forward pass
     """
     masks = rise_masks(x.shape[-2], x.shape[-1], n_masks, cells, p_keep, seed)
-    if substrate == "mean":
-        fill = x.mean(dim=(1, 2, 3), keepdim=True)
-    elif substrate == "zeros":
-        fill = torch.zeros(len(x), 1, 1, 1, device=x.device, dtype=x.dtype)
-    else:
-        raise ValueError(f"substrate must be 'mean' or 'zeros', not {substrate!r}")
+    fill = substrate_value(x, substrate)
     per_chunk = max(1, batch_size // len(x))
     probs = []
     with torch.no_grad():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from captum.attr import KernelShap, Lime
 
+from medlit.explain.substrate import substrate_images
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
 from medlit.explain.seeding import image_generator
 
@@ -31,12 +32,7 @@ def _superpixel_attribution(method, model, x, target, cells, n_samples, seed, ba
     maps = []
     for image, t in zip(x, target):
         image = image[None]
-        if baseline == "mean":
-            baselines = image.mean().expand_as(image).contiguous()
-        elif baseline == "zeros":
-            baselines = torch.zeros_like(image)
-        else:
-            raise ValueError(f"baseline must be 'mean' or 'zeros', not {baseline!r}")
+        baselines = substrate_images(image, baseline)
         # captum samples coalitions from the global CPU RNG: fork it and seed it from the image.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(int(image_generator(image[0], seed).initial_seed()))
