@@ -96,3 +96,17 @@ def leaderboard(summary: pd.DataFrame, metrics: list[str] | None = None, digits:
     wide = wide.loc[(sign * ranking["mean"]).sort_values(ascending=False).index]
     wide.columns.name = None
     return wide.reset_index()
+
+
+def verdicts(summary: pd.DataFrame, long_names: dict[str, str] | None = None, baseline: str = "the centre prior"
+             ) -> str:
+    """A Markdown list, one line per non-control method: the metrics on which it beats the baseline, and those
+    on which it does not (``beats_baseline`` from ``summarise``)."""
+    long_names = long_names or {}
+    lines = []
+    for method, rows in summary[summary.family != "control"].groupby("method", sort=False):
+        won = rows[rows.beats_baseline].metric.tolist()
+        lost = rows[~rows.beats_baseline].metric.tolist()
+        lines.append(f"- **{long_names.get(method, method)}** beats {baseline} on "
+                     f"{', '.join(won) if won else 'no metric'}" + (f"; not on {', '.join(lost)}." if lost else "."))
+    return "\n".join(lines)

@@ -44,3 +44,12 @@ def test_summary_signs_gains_by_direction_and_leaderboard_ranks():
     assert not row.beats_baseline
     table = leaderboard(summary, metrics=["deletion_auc"])
     assert table.method.tolist() == ["gradcam", "centre_prior", "saliency"]
+
+
+def test_verdicts_name_won_and_lost_metrics_and_skip_controls():
+    from medlit.summary import verdicts
+
+    cube = cube_for(["gradcam", "random", "centre_prior"])
+    cube["score"].loc[{"explainer": "gradcam"}] = cube.score.sel(explainer="centre_prior").values - 0.1
+    text = verdicts(summarise(cube, replicates=200), {"gradcam": "Grad-CAM"})
+    assert text == "- **Grad-CAM** beats the centre prior on deletion_auc; not on pointing_game."
