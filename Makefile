@@ -4,13 +4,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= quick
+# Real data sets to score beside the embedded ones: DATA=adapter=folder[,adapter=folder] (see README)
+DATA ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medlit-installed
 
 .PHONY: book test unit nbval clean-results clean
 
 book: $(STAMP)
-	$(BIN)/medlit book --profile $(PROFILE)
+	$(BIN)/medlit book --profile $(PROFILE) $(if $(DATA),--data "$(DATA)")
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests chapters --nbval-lax -q

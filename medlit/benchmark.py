@@ -17,7 +17,8 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from medlit.cube import load_if_current, make_cube, provenance, read_cube, read_netcdf, write_cube, write_netcdf
+from medlit.cube import (load_if_current, make_cube, merge_cubes, provenance, read_cube, read_netcdf, write_cube,
+                         write_netcdf)
 from medlit.data import DATASETS, SampleSet, load_dataset
 from medlit.explain import EXPLAINERS, explain_batched
 from medlit.metrics import METRICS, scaled_tolerance
@@ -28,6 +29,8 @@ from medlit.profiles import Profile, get_profile
 
 DEFAULT_METRICS = ("pointing_game", "pointing_game_strict", "energy_pointing_game", "iou_otsu", "auprc",
                    "insertion_auc", "deletion_auc")
+# The embedded data sets every method chapter scores; real data sets given with ``--data`` are added after them.
+EMBEDDED_DATASETS = ("cxr-phantom", "fundus-lesions")
 GROUND_TRUTH = "box"  # localisation is scored against the union of the boxes, as with real box-annotated data
 
 
@@ -43,28 +46,41 @@ class Prepared:
 
     @property
     def explained(self) -> SampleSet:
-        """The images that are explained and scored: the first ``n_explain`` positive test images."""
-        return positive_subset(self.splits["test"], self.profile.n_explain)
+        """The images that are explained and scored: the first ``profile.explain_count(dataset)`` positive
+        test images that carry a box."""
+        return positive_subset(self.splits["test"], self.profile.explain_count(self.dataset))
+
+    @property
+    def model_label(self) -> str:
+        """The model's name without the data set (the cube's ``model`` coordinate; the data set is its own dim)."""
+        config = self.record["config"]
+        return f"{config['arch']}-{config['image_size']}px-s{config['seed']}"
 
 
-def model_config(profile: Profile, dataset: str) -> ModelConfig:
-    code = source_hash("models", *DATASETS[dataset].source_modules)
+def model_config(profile: Profile, dataset: str, in_channels: int = 1) -> ModelConfig:
+    spec = DATASETS[dataset]
+    code = source_hash("models", *spec.source_modules) + spec.fingerprint
     return ModelConfig(dataset=dataset, image_size=profile.image_size, n_train=profile.n_train,
                        n_val=profile.n_val, epochs=profile.epochs, batch_size=profile.batch_size,
-                       seed=profile.seed, code=code)
+                       seed=profile.seed, in_channels=in_channels, code=code)
 
 
 def prepare(profile: str | Profile = "quick", dataset: str = "cxr-phantom", *, progress: bool = True) -> Prepared:
     """Generate the data and train (or load from the cache) the model for ``profile``."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     splits = load_dataset(dataset, profile)
-    model, record = load_or_train(model_config(profile, dataset), splits, progress=progress)
+    config = model_config(profile, dataset, in_channels=splits["train"].images.shape[1])
+    model, record = load_or_train(config, splits, progress=progress)
     return Prepared(profile, dataset, splits, model, record)
 
 
 def positive_subset(data: SampleSet, n: int) -> SampleSet:
-    """The first ``n`` images that carry a finding, in data-set order (deterministic)."""
-    positives = torch.nonzero(data.labels == 1).flatten()[:n]
+    """The first ``n`` images that carry a finding and at least one box, in data-set order (deterministic).
+
+    Real data sets can have positives without boxes (labels mined from reports); they cannot be scored.
+    """
+    boxed = ~torch.isnan(data.boxes[..., 0]).all(dim=1)
+    positives = torch.nonzero((data.labels == 1) & boxed).flatten()[:n]
     return data.subset(positives.numpy())
 
 
@@ -124,18 +140,23 @@ def sample_coords(prepared: Prepared, data: SampleSet) -> dict:
     }
 
 
+def cube_path(profile: str, chapter: str, dataset: str) -> Path:
+    """Where a chapter's cube for one data set lives: ``results/<profile>/cubes/<chapter>--<dataset>.nc``."""
+    return cubes_dir(profile) / f"{chapter}--{dataset}.nc"
+
+
 def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics: list[str] | None = None,
                 force: bool = False, progress: bool = True) -> xr.Dataset:
     """The chapter's cube: computed, or read back when an up-to-date one is on disk.
 
-    The cube is ``results/<profile>/cubes/<chapter>.nc``; it is up to date when its ``cache_key`` attribute
+    The cube is ``cube_path(profile, chapter, dataset)``; it is up to date when its ``cache_key`` attribute
     matches the chapter, methods, metrics, profile, model and the scoring code (``SCORING_CODE``) of this call.
     """
     metrics = list(metrics or DEFAULT_METRICS)
     unknown = [m for m in methods if m not in EXPLAINERS] + [m for m in metrics if m not in METRICS]
     if unknown:
         raise KeyError(f"unknown methods or metrics: {', '.join(unknown)}")
-    path = cubes_dir(prepared.profile.name) / f"{chapter}.nc"
+    path = cube_path(prepared.profile.name, chapter, prepared.dataset)
     key = _cache_key(chapter, methods, metrics, prepared)
     cached = None if force else load_if_current(path, key, read=read_cube)
     if cached is not None:
@@ -155,15 +176,50 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
         "explanation_target": "positive class, on positive test images",
         "normalisation": "explainers return raw maps; each metric's own treatment is its metric_normalisation",
         "data_card": DATASETS[prepared.dataset].data_card,
+        "dataset_kind": DATASETS[prepared.dataset].kind,
+        "dataset_fingerprint": DATASETS[prepared.dataset].fingerprint,
+        "n_explained": len(data),
         "profile_settings": json.dumps(prepared.profile.as_dict()),
     })
-    cube = make_cube(dataset=prepared.dataset, model=prepared.record["name"],
+    cube = make_cube(dataset=prepared.dataset, model=prepared.model_label,
                      methods=[EXPLAINERS[m] for m in methods], metrics=[METRICS[m] for m in metrics],
                      scores=np.stack(scores), seconds_per_image=np.asarray(seconds),
                      samples=sample_coords(prepared, data), model_record=prepared.record, metric_params=params,
                      attrs=attrs)
     write_cube(cube, path)
     return read_cube(Path(path))
+
+
+def chapter_datasets(data: str = "") -> list[str]:
+    """The data sets a method chapter scores: ``EMBEDDED_DATASETS``, then each real data set named in ``data``.
+
+    ``data`` is what ``medlit book --data`` (or ``make book DATA=...``) passes to every chapter: comma-separated
+    ``adapter=folder`` pairs such as ``"nih-cxr14=/data/nih"``. Each is registered as a data set on the way.
+    """
+    names = list(EMBEDDED_DATASETS)
+    if data.strip():
+        from medlit.data.adapters import parse_data_options, register_real_dataset
+
+        names.extend(register_real_dataset(adapter, root) for adapter, root in parse_data_options(data))
+    return names
+
+
+def chapter_cube_paths(profile: str, real_data: str = "") -> list[Path]:
+    """The cube files the method chapters wrote for this run's data sets (``chapter_datasets(real_data)``),
+    in data-set order; cubes of data sets not in this run (an earlier ``--data``) are left out."""
+    paths = []
+    for dataset in chapter_datasets(real_data):
+        paths.extend(sorted(cubes_dir(profile).glob(f"*--{dataset}.nc")))
+    return paths
+
+
+def run_chapter(profile: str | Profile, methods: list[str], *, chapter: str, datasets: list[str],
+                metrics: list[str] | None = None, progress: bool = False) -> tuple[xr.Dataset, dict[str, Prepared]]:
+    """Score ``methods`` on every data set in ``datasets``: one shard (cube file) per data set, merged along the
+    ``dataset`` dimension. Returns the merged cube and each data set's ``Prepared`` (data and model)."""
+    prepared = {name: prepare(profile, name, progress=progress) for name in datasets}
+    cubes = [run_methods(p, methods, chapter=chapter, metrics=metrics, progress=progress) for p in prepared.values()]
+    return merge_cubes(cubes), prepared
 
 
 def run_randomisation_check(prepared: Prepared, methods: list[str], *, chapter: str, force: bool = False,

@@ -59,10 +59,15 @@ def chapters(root: Path | None = None) -> list[Chapter]:
     return found
 
 
-def _stamp(chapter: Chapter, profile: str) -> str:
+def _stamp(chapter: Chapter, profile: str, data: str = "") -> str:
+    from medlit.benchmark import chapter_datasets
+    from medlit.data import DATASETS
+
     digest = hashlib.sha256(chapter.source.read_bytes())
     digest.update(profile.encode())
     digest.update(source_hash().encode())
+    for name in chapter_datasets(data):  # real data: a change of the user's files re-runs the chapter
+        digest.update(f"{name}:{DATASETS[name].fingerprint}".encode())
     if chapter.reads_cubes:
         for cube in sorted(cubes_dir(profile).glob("*.nc")):
             digest.update(cube.name.encode())
@@ -74,13 +79,17 @@ def executed_dir(profile: str) -> Path:
     return project_root() / "_build" / "executed" / profile
 
 
-def execute_chapter(chapter: Chapter, profile: str, *, force: bool = False, log=print) -> Path:
-    """Run one chapter with papermill unless its executed copy is up to date; returns the executed notebook."""
+def execute_chapter(chapter: Chapter, profile: str, *, data: str = "", force: bool = False, log=print) -> Path:
+    """Run one chapter with papermill unless its executed copy is up to date; returns the executed notebook.
+
+    ``data`` names real data sets to score beside the embedded ones (``adapter=folder``, comma-separated); it is
+    injected into the chapter as its ``data`` parameter.
+    """
     import papermill
 
     out = executed_dir(profile) / f"{chapter.name}.ipynb"
     stamp_file = out.with_suffix(".stamp")
-    stamp = _stamp(chapter, profile)
+    stamp = _stamp(chapter, profile, data)
     if not force and out.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
         log(f"  {chapter.name}: up to date, reused")
         return out
@@ -88,7 +97,8 @@ def execute_chapter(chapter: Chapter, profile: str, *, force: bool = False, log=
     failed = out.with_name(f"{chapter.name}.failed.ipynb")
     started = time.perf_counter()
     try:
-        papermill.execute_notebook(str(chapter.source), str(failed), parameters={"profile": profile},
+        papermill.execute_notebook(str(chapter.source), str(failed), parameters={"profile": profile,
+                                                                                "real_data": data},
                                    cwd=str(chapter.source.parent), kernel_name="python3", progress_bar=False)
     except Exception as err:
         raise RuntimeError(f"chapter {chapter.source} failed under profile {profile!r}: {err}\n"
@@ -155,19 +165,22 @@ def run_jupyter_book(stage_dir: Path) -> Path:
     return root / "_build" / "html" / "index.html"
 
 
-def build_book(profile: str = "quick", *, force: bool = False, datasets: tuple[str, ...] = ("cxr-phantom",),
-               log=print) -> Path:
-    """The whole book: models, chapters, HTML. Returns the path of ``index.html``."""
-    from medlit.benchmark import prepare
+def build_book(profile: str = "quick", *, force: bool = False, data: str = "", log=print) -> Path:
+    """The whole book: models, chapters, HTML. Returns the path of ``index.html``.
+
+    ``data``: real data sets to score beside the embedded ones, e.g. ``"nih-cxr14=/data/nih"`` (see
+    ``medlit.benchmark.chapter_datasets``); the files are checked before any chapter runs.
+    """
+    from medlit.benchmark import chapter_datasets, prepare
 
     started = time.perf_counter()
-    log(f"medlit book, profile {profile!r}")
-    for dataset in datasets:
+    log(f"medlit book, profile {profile!r}" + (f", real data {data}" if data else ""))
+    for dataset in chapter_datasets(data):
         t = time.perf_counter()
         prepared = prepare(profile, dataset, progress=True)
         log(f"  model {prepared.record['name']}: test AUROC {prepared.record['test_auroc']:.3f} "
             f"({time.perf_counter() - t:.0f} s)")
-    executed = [execute_chapter(ch, profile, force=force, log=log) for ch in chapters()]
+    executed = [execute_chapter(ch, profile, data=data, force=force, log=log) for ch in chapters()]
     index = run_jupyter_book(stage(profile, executed))
     log(f"book built in {time.perf_counter() - started:.0f} s: {index}")
     return index

@@ -15,11 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     book = sub.add_parser("book", help="train/load models, execute every chapter, build the HTML book")
     book.add_argument("--profile", default="quick", choices=list(PROFILES))
     book.add_argument("--force", action="store_true", help="re-execute every chapter even if up to date")
+    book.add_argument("--data", default="", metavar="ADAPTER=FOLDER[,...]",
+                      help="also score real data sets read by an adapter, e.g. nih-cxr14=/data/nih "
+                           "(adapters: nih-cxr14, rsna-pneumonia, vindr-cxr, ddr-lesions, coco)")
 
     chapter = sub.add_parser("chapter", help="execute one chapter with papermill (by file stem)")
     chapter.add_argument("name", help="e.g. 10_gradient_activation")
     chapter.add_argument("--profile", default="quick", choices=list(PROFILES))
     chapter.add_argument("--force", action="store_true")
+    chapter.add_argument("--data", default="", metavar="ADAPTER=FOLDER[,...]", help="as for `medlit book`")
 
     train = sub.add_parser("train", help="train (or load from the cache) the model of a profile")
     train.add_argument("--profile", default="quick", choices=list(PROFILES))
@@ -35,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "book":
             from medlit.book import build_book
-            build_book(args.profile, force=args.force)
+            build_book(args.profile, force=args.force, data=args.data)
         elif args.command == "chapter":
             from medlit.book import chapters, execute_chapter
             match = [c for c in chapters() if c.name == args.name]
             if not match:
                 names = ", ".join(c.name for c in chapters())
                 parser.error(f"no chapter {args.name!r} in _toc.yml; chapters: {names}")
-            print(execute_chapter(match[0], args.profile, force=args.force))
+            print(execute_chapter(match[0], args.profile, data=args.data, force=args.force))
         elif args.command == "train":
             from medlit.benchmark import prepare
             prepared = prepare(args.profile, args.dataset)
@@ -58,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             from medlit.data import DATASETS
             from medlit.explain import EXPLAINERS
             from medlit.metrics import METRICS
+            from medlit.data.adapters import ADAPTERS
             for name in DATASETS:
                 print(f"dataset   {name:24s} {DATASETS[name].description}")
+            for spec in ADAPTERS.values():
+                print(f"adapter   {spec.name:24s} {spec.description} (--data {spec.name}=FOLDER)")
             for spec in EXPLAINERS.values():
                 print(f"explainer {spec.name:24s} {spec.family:12s} {spec.long_name}")
             for spec in METRICS.values():

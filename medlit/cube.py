@@ -88,6 +88,9 @@ def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores:
         "dataset": [dataset], "model": [model],
         "explainer": [m.name for m in methods], "metric": [m.name for m in metrics],
         "sample": np.arange(n_sample),
+        # which data set and where it is described: kept per data set when cubes of several sets are merged
+        "data_card": ("dataset", [attrs.get("data_card", "")]),
+        "dataset_kind": ("dataset", [attrs.get("dataset_kind", "embedded")]),
         "family": ("explainer", [m.family for m in methods]),
         "citation": ("explainer", [m.citation for m in methods]),
         "long_name": ("explainer", [m.long_name for m in methods]),
@@ -185,14 +188,37 @@ def load_if_current(path: str | os.PathLike, key: str, read=read_netcdf) -> xr.D
 
 
 def merge_cubes(cubes: list[xr.Dataset]) -> xr.Dataset:
-    """Concatenate cubes along ``explainer``.
+    """Combine cubes: along ``explainer`` within a data set, then along ``dataset``.
 
-    Cubes must share data sets, models and samples (their per-sample coordinates and model scores are checked
-    for equality). A method present in several cubes (the controls, which every chapter carries) is kept
-    once, after checking that its scores agree.
+    Cubes of one data set must share models and samples (their per-sample coordinates and model scores are
+    checked for equality). A method present in several cubes of one data set (the controls, which every chapter
+    carries) is kept once, after checking that its scores agree. Data sets with different numbers of images are
+    padded with NaN scores (and empty sample ids) up to the largest; ``summarise`` skips the padding.
     """
     if not cubes:
         raise ValueError("merge_cubes: no cubes given")
+    by_dataset: dict[str, list[xr.Dataset]] = {}
+    for cube in cubes:
+        for dataset in cube.dataset.values:
+            by_dataset.setdefault(str(dataset), []).append(cube.sel(dataset=[dataset]))
+    merged = [_merge_explainers(parts) for parts in by_dataset.values()]
+    if len(merged) == 1:
+        combined = merged[0]
+    else:
+        n = max(m.sizes["sample"] for m in merged)
+        padded = [m.reindex(sample=np.arange(n)) for m in merged]
+        for m in padded:  # reindexing fills strings with NaN; NetCDF and pandas want a string there
+            for name in ("sample_id", "finding"):
+                m[name] = m[name].fillna("")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            combined = xr.concat(padded, dim="dataset", data_vars="minimal", coords="different", compat="equals",
+                                 join="outer", combine_attrs="drop_conflicts")
+    combined.attrs["sources"] = json.dumps([c.attrs.get("source_file", c.attrs.get("chapter", "?")) for c in cubes])
+    return combined
+
+
+def _merge_explainers(cubes: list[xr.Dataset]) -> xr.Dataset:
     seen: dict[str, xr.Dataset] = {}
     parts = []
     for cube in cubes:
@@ -210,7 +236,5 @@ def merge_cubes(cubes: list[xr.Dataset]) -> xr.Dataset:
             parts.append(cube.sel(explainer=fresh))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # xarray's changing concat defaults; we pass them all
-        merged = xr.concat(parts, dim="explainer", data_vars="minimal", coords="minimal", compat="equals",
-                           join="outer", combine_attrs="drop_conflicts")
-    merged.attrs["sources"] = json.dumps([c.attrs.get("source_file", c.attrs.get("chapter", "?")) for c in cubes])
-    return merged
+        return xr.concat(parts, dim="explainer", data_vars="minimal", coords="minimal", compat="equals",
+                         join="outer", combine_attrs="drop_conflicts")

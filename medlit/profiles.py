@@ -23,6 +23,12 @@ class Profile:
     bootstrap: int  # bootstrap replicates for confidence intervals
     n_sanity: int  # positive test images used by the randomisation sanity check
     seed: int = 0
+    # Data sets explained on fewer images than n_explain, to keep a profile's time budget: (name, count) pairs.
+    n_explain_by_dataset: tuple = ()
+
+    def explain_count(self, dataset: str) -> int:
+        """How many positive test images of ``dataset`` are explained and scored under this profile."""
+        return dict(self.n_explain_by_dataset).get(dataset, self.n_explain)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -35,7 +41,8 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", image_size=64, n_train=320, n_val=64, n_test=96, epochs=2, batch_size=32,
                      n_explain=8, deletion_steps=16, bootstrap=200, n_sanity=4),
     "quick": Profile("quick", image_size=128, n_train=2400, n_val=400, n_test=600, epochs=12, batch_size=64,
-                     n_explain=96, deletion_steps=64, bootstrap=1000, n_sanity=16),
+                     n_explain=96, deletion_steps=64, bootstrap=1000, n_sanity=16,
+                     n_explain_by_dataset=(("fundus-lesions", 48),)),
     "full": Profile("full", image_size=256, n_train=12000, n_val=1000, n_test=2000, epochs=30, batch_size=64,
                     n_explain=500, deletion_steps=128, bootstrap=1000, n_sanity=64),
 }

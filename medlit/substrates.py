@@ -18,14 +18,14 @@ from medlit.models.training import predict_proba
 
 def substrate_fills(data: SampleSet) -> dict[str, torch.Tensor]:
     """Each substrate as a full image stack: black, the insertion metric's blur, and each image's mean
-    intensity inside its anatomy mask (the lung fields)."""
+    intensity (per channel) inside its anatomy mask (the lung fields, the retina)."""
     x = data.images
     anatomy = data.anatomy_masks[:, None].to(x.dtype)
-    organ_mean = (x * anatomy).sum(dim=(1, 2, 3)) / anatomy.sum(dim=(1, 2, 3)).clamp(min=1)
+    organ_mean = (x * anatomy).sum(dim=(2, 3)) / anatomy.sum(dim=(2, 3)).clamp(min=1)  # per channel (colour)
     return {
         "black (deletion's substrate)": torch.zeros_like(x),
         "blurred (insertion's substrate)": gaussian_blur(x, 11, 5.0),
-        "mean of the anatomy mask": organ_mean.view(-1, 1, 1, 1).expand_as(x),
+        "mean of the anatomy mask": organ_mean[:, :, None, None].expand_as(x),
     }
 
 

@@ -30,8 +30,9 @@ def summarise(cube: xr.Dataset, *, baseline: str = "centre_prior", level: float 
     for dataset in cube.dataset.values:
         for model in cube.model.values:
             block = cube.sel(dataset=dataset, model=model)
-            groups = [(None, np.ones(block.sizes["sample"], bool))] if by is None else [
-                (g, (block[by].values == g)) for g in pd.unique(block[by].values)]
+            present = _present(block)  # merged cubes pad smaller data sets with empty samples
+            groups = [(None, present)] if by is None else [
+                (g, present & (block[by].values == g)) for g in pd.unique(block[by].values[present])]
             for group, keep in groups:
                 for metric in block.metric.values:
                     rows.extend(_rows(block, metric, keep, baseline, replicates, level,
@@ -40,6 +41,11 @@ def summarise(cube: xr.Dataset, *, baseline: str = "centre_prior", level: float 
     if "beats_baseline" in table:
         table["beats_baseline"] = table["beats_baseline"].astype(bool)
     return table
+
+
+def _present(block: xr.Dataset) -> np.ndarray:
+    ids = block.sample_id.values
+    return np.array([isinstance(i, str) and i != "" for i in ids.tolist()], dtype=bool)
 
 
 def _rows(block: xr.Dataset, metric: str, keep: np.ndarray, baseline: str, replicates: int, level: float,
@@ -93,7 +99,12 @@ def leaderboard(summary: pd.DataFrame, metrics: list[str] | None = None, digits:
     ranking = table[table.metric == first].set_index(["dataset", "model", "method"])
     sign = -1 if (ranking.direction == "lower").all() else 1
     wide = wide[[m for m in order if m in wide.columns]]
-    wide = wide.loc[(sign * ranking["mean"]).sort_values(ascending=False).index]
+    # best first within each data set and model; the data sets keep their order of appearance
+    order_of_set = {d: i for i, d in enumerate(dict.fromkeys(table.dataset))}
+    keys = (sign * ranking["mean"]).rename("score").reset_index()
+    keys["set_order"] = keys.dataset.map(order_of_set)
+    keys = keys.sort_values(["set_order", "model", "score"], ascending=[True, True, False])
+    wide = wide.loc[pd.MultiIndex.from_frame(keys[["dataset", "model", "method"]])]
     wide.columns.name = None
     return wide.reset_index()
 
@@ -103,10 +114,16 @@ def verdicts(summary: pd.DataFrame, long_names: dict[str, str] | None = None, ba
     """A Markdown list, one line per non-control method: the metrics on which it beats the baseline, and those
     on which it does not (``beats_baseline`` from ``summarise``)."""
     long_names = long_names or {}
+    datasets = list(dict.fromkeys(summary.dataset)) if "dataset" in summary else [None]
     lines = []
-    for method, rows in summary[summary.family != "control"].groupby("method", sort=False):
-        won = rows[rows.beats_baseline].metric.tolist()
-        lost = rows[~rows.beats_baseline].metric.tolist()
-        lines.append(f"- **{long_names.get(method, method)}** beats {baseline} on "
-                     f"{', '.join(won) if won else 'no metric'}" + (f"; not on {', '.join(lost)}." if lost else "."))
-    return "\n".join(lines)
+    for dataset in datasets:
+        rows_of_set = summary if dataset is None else summary[summary.dataset == dataset]
+        if len(datasets) > 1:
+            lines.append(f"\nOn **{dataset}**:\n")
+        for method, rows in rows_of_set[rows_of_set.family != "control"].groupby("method", sort=False):
+            won = rows[rows.beats_baseline].metric.tolist()
+            lost = rows[~rows.beats_baseline].metric.tolist()
+            lines.append(f"- **{long_names.get(method, method)}** beats {baseline} on "
+                         f"{', '.join(won) if won else 'no metric'}"
+                         + (f"; not on {', '.join(lost)}." if lost else "."))
+    return "\n".join(lines).strip()

@@ -25,6 +25,14 @@ def _draw_boxes(ax, boxes: torch.Tensor) -> None:
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.2, ec=BOX_COLOUR))
 
 
+def _show_image(ax, image: torch.Tensor) -> None:
+    """A (C, H, W) image in [0, 1]: greyscale when C = 1, colour when C = 3."""
+    if image.shape[0] == 3:
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+    else:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+
+
 def show_samples(data: SampleSet, n: int = 8, columns: int = 4, title_key: str = "finding"):
     """A grid of the first ``n`` images with their boxes and their finding type."""
     rows = -(-n // columns)
@@ -33,7 +41,7 @@ def show_samples(data: SampleSet, n: int = 8, columns: int = 4, title_key: str =
         ax.axis("off")
         if i >= min(n, len(data)):
             continue
-        ax.imshow(data.images[i, 0], cmap="gray", vmin=0, vmax=1)
+        _show_image(ax, data.images[i])
         _draw_boxes(ax, data.boxes[i])
         label = data.meta[title_key][i] if title_key in data.meta else int(data.labels[i])
         ax.set_title(str(label), fontsize=9)
@@ -46,13 +54,14 @@ def map_gallery(data: SampleSet, maps: dict[str, torch.Tensor], n: int = 4):
     n = min(n, len(data))
     fig, axes = plt.subplots(n, len(maps) + 1, figsize=(2.1 * (len(maps) + 1), 2.2 * n), squeeze=False)
     for i in range(n):
-        axes[i, 0].imshow(data.images[i, 0], cmap="gray", vmin=0, vmax=1)
+        _show_image(axes[i, 0], data.images[i])
         _draw_boxes(axes[i, 0], data.boxes[i])
         axes[i, 0].set_ylabel(str(data.meta.get("finding", ["?"] * len(data))[i]), fontsize=9)
         for j, (name, m) in enumerate(maps.items(), start=1):
             shown = m[i].float()
             shown = (shown - shown.min()) / (shown.max() - shown.min() + 1e-12)
-            axes[i, j].imshow(data.images[i, 0], cmap="gray", vmin=0, vmax=1)
+            # maps are drawn over the image's greyscale version, so the colour map reads the same on every set
+            axes[i, j].imshow(data.images[i].mean(0), cmap="gray", vmin=0, vmax=1)
             axes[i, j].imshow(shown, cmap="inferno", alpha=0.6)
             _draw_boxes(axes[i, j], data.boxes[i])
             if i == 0:
@@ -93,3 +102,23 @@ def finding_chart(summary: pd.DataFrame, metric: str, by: str = "finding", width
             + base.mark_point(filled=True, size=50).encode(
                 x="mean:Q", tooltip=["method", by, alt.Tooltip("mean:Q", format=".3f"), "n"])
             ).properties(width=width, height=alt.Step(12))
+
+
+def dataset_caption(name: str) -> str:
+    """One line naming a data set and its card, printed above every per-data-set table and figure."""
+    from medlit.data import DATASETS
+
+    if name not in DATASETS:
+        return f"**Data set: {name}**"
+    spec = DATASETS[name]
+    kind = "generated, exact ground truth" if spec.kind == "embedded" else "real data read by an adapter"
+    return f"**Data set: {name}**: {spec.description} ({kind}; data card `{spec.data_card}`)."
+
+
+def per_dataset(table: pd.DataFrame, render, datasets: list[str] | None = None) -> None:
+    """Display ``render(rows of one data set)`` for each data set, each under its ``dataset_caption``."""
+    from IPython.display import Markdown, display
+
+    for name in datasets or list(dict.fromkeys(table.dataset)):
+        display(Markdown(dataset_caption(name)))
+        display(render(table[table.dataset == name]))

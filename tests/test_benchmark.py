@@ -28,7 +28,7 @@ def test_run_methods_writes_a_complete_cube_and_reuses_it(prepared, monkeypatch,
     assert np.isfinite(ranked.values).all() and ((ranked >= 0) & (ranked <= 1)).all()
     energy = cube.score.sel(metric="energy_pointing_game").values  # NaN only for a map with no positive part
     assert ((energy[np.isfinite(energy)] >= 0) & (energy[np.isfinite(energy)] <= 1)).all()
-    path = tmp_path / "smoke" / "cubes" / "t.nc"
+    path = tmp_path / "smoke" / "cubes" / "t--cxr-phantom.nc"
     stamp = path.stat().st_mtime_ns
     again = run_methods(prepared, methods, chapter="t", progress=False)
     assert path.stat().st_mtime_ns == stamp, "an up-to-date cube must be reused, not rewritten"
@@ -39,12 +39,12 @@ def test_run_methods_writes_a_complete_cube_and_reuses_it(prepared, monkeypatch,
 
 def test_an_unreadable_cube_is_set_aside_and_recomputed(prepared, monkeypatch, tmp_path):
     monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path))
-    path = tmp_path / "smoke" / "cubes" / "t.nc"
+    path = tmp_path / "smoke" / "cubes" / "t--cxr-phantom.nc"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="t.nc"):
+    with pytest.warns(UserWarning, match="t--cxr-phantom.nc"):
         cube = run_methods(prepared, ["random"], chapter="t", progress=False)
-    assert (path.parent / "t.nc.unreadable").read_bytes() == b"truncated"
+    assert (path.parent / "t--cxr-phantom.nc.unreadable").read_bytes() == b"truncated"
     assert list(cube.explainer.values) == ["random"]
 
 
@@ -69,3 +69,49 @@ def test_budget_study_scores_every_setting_and_is_cached(prepared, monkeypatch, 
     run_budget_study(prepared, budgets, chapter="t", metrics=("pointing_game", "energy_pointing_game"),
                      progress=False)
     assert path.stat().st_mtime_ns == stamp
+
+
+def write_square_coco(root, n=40):
+    """A COCO-format set of noise images; every other image carries a bright square, boxed (x, y, w, h)."""
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(n):
+        pixels = rng.integers(40, 90, (40, 48)).astype(np.uint8)
+        if i % 2:
+            x, y = int(rng.integers(2, 36)), int(rng.integers(2, 28))
+            pixels[y:y + 8, x:x + 8] = 230
+            annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [x, y, 8, 8], "iscrowd": 0})
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / "images" / f"im{i:03d}.png")
+        images.append({"id": i, "file_name": f"im{i:03d}.png", "width": 48, "height": 40})
+    (root / "instances.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                     "categories": [{"id": 1, "name": "square"}]}))
+
+
+def test_a_real_data_set_runs_through_the_chapter_pipeline_beside_the_embedded_ones(monkeypatch, tmp_path):
+    """``--data coco=folder``: the set is registered, scored, and its cube says which data set it came from."""
+    from medlit.benchmark import chapter_cube_paths, chapter_datasets, run_chapter
+    from medlit.data import adapters, registry
+
+    monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(registry.DATASETS, "_entries", dict(registry.DATASETS._entries))
+    monkeypatch.setattr(adapters, "_REGISTERED", {})
+    write_square_coco(tmp_path / "coco")
+    datasets = chapter_datasets(f"coco={tmp_path / 'coco'}")
+    assert datasets == ["cxr-phantom", "fundus-lesions", "coco"]
+    cube, prepared = run_chapter("smoke", ["gradcam", "centre_prior"], chapter="t", datasets=datasets,
+                                 metrics=["pointing_game", "energy_pointing_game"])
+    assert list(cube.dataset.values) == datasets
+    assert list(cube.dataset_kind.values) == ["embedded", "embedded", "real"]
+    assert str(cube.data_card.sel(dataset="coco").values) == "coco_boxes.md"
+    real = read_cube(tmp_path / "results" / "smoke" / "cubes" / "t--coco.nc")
+    assert real.attrs["dataset_kind"] == "real" and len(real.attrs["dataset_fingerprint"]) == 16
+    n_real = len(prepared["coco"].explained)
+    assert 0 < n_real == real.sizes["sample"] and (real.label.values == 1).all()
+    assert [p.name for p in chapter_cube_paths("smoke", f"coco={tmp_path / 'coco'}")] == [
+        "t--cxr-phantom.nc", "t--fundus-lesions.nc", "t--coco.nc"]
+    assert [p.name for p in chapter_cube_paths("smoke")] == ["t--cxr-phantom.nc", "t--fundus-lesions.nc"]

@@ -11,7 +11,7 @@ from medlit.explain import EXPLAINERS
 from medlit.metrics import METRICS
 
 
-def cube_for(methods, seed=0, n=5):
+def cube_for(methods, seed=0, n=5, dataset="cxr-phantom"):
     rng = np.random.default_rng(seed)
     metrics = ["pointing_game", "deletion_auc"]
     scores = rng.random((len(methods), len(metrics), n))
@@ -19,11 +19,11 @@ def cube_for(methods, seed=0, n=5):
     samples = {"sample_id": [f"s{i}" for i in range(n)], "label": np.ones(n, int), "finding": ["nodule"] * n,
                "box_area_fraction": np.full(n, 0.01), "probability": np.linspace(0.2, 0.9, n),
                "correct": np.linspace(0.2, 0.9, n) >= 0.5}
-    return make_cube(dataset="cxr-phantom", model="m", methods=[EXPLAINERS[m] for m in methods],
+    return make_cube(dataset=dataset, model="m", methods=[EXPLAINERS[m] for m in methods],
                      metrics=[METRICS[m] for m in metrics], scores=scores, seconds_per_image=np.ones(len(methods)),
                      samples=samples, model_record={"test_auroc": 0.9, "test_accuracy": 0.8, "digest": "abc"},
                      metric_params={"pointing_game": {"tolerance_px": 7.5}},
-                     attrs=provenance("smoke", 0, "cpu") | {"chapter": "t"})
+                     attrs=provenance("smoke", 0, "cpu") | {"chapter": "t", "data_card": f"{dataset}.md"})
 
 
 def test_cube_has_the_contract_dims_and_metadata():
@@ -71,3 +71,23 @@ def test_merge_refuses_disagreeing_duplicates():
     a, b = cube_for(["gradcam", "random"]), cube_for(["random"], seed=1)
     with pytest.raises(ValueError, match="random"):
         merge_cubes([a, b])
+
+
+def test_merge_stacks_data_sets_of_different_sizes_and_summaries_skip_the_padding(tmp_path):
+    from medlit.summary import summarise
+
+    a = cube_for(["gradcam", "centre_prior"], n=5)
+    b = cube_for(["gradcam", "centre_prior"], seed=2, n=3, dataset="fundus-lesions")
+    merged = merge_cubes([a, b])
+    assert list(merged.dataset.values) == ["cxr-phantom", "fundus-lesions"]
+    assert merged.sizes["sample"] == 5 and list(merged.data_card.values) == ["cxr-phantom.md", "fundus-lesions.md"]
+    padded = merged.score.sel(dataset="fundus-lesions").isel(sample=slice(3, None))
+    assert bool(padded.isnull().all()) and list(merged.sample_id.sel(dataset="fundus-lesions").values[3:]) == ["", ""]
+    xr.testing.assert_equal(merged.score.sel(dataset="cxr-phantom", drop=True),
+                            a.score.sel(dataset="cxr-phantom", drop=True))
+    table = summarise(merged, replicates=50)
+    fundus = table[(table.dataset == "fundus-lesions") & (table.method == "gradcam") & (table.metric == "deletion_auc")]
+    assert int(fundus.n.iloc[0]) == 3
+    by = summarise(merged, replicates=50, by="finding")
+    assert set(by.finding) == {"nodule"}, "padded samples must not form a group of their own"
+    write_cube(merged, tmp_path / "merged.nc")  # a merged cube is still a valid, writable cube

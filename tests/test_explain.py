@@ -20,6 +20,18 @@ def test_contract_shape_dtype_and_batch_equals_loop(name, tiny_model, squares):
 
 
 @pytest.mark.parametrize("name", EXPLAINERS.names())
+def test_colour_images_give_one_map_per_image(name):
+    """The fundus set is RGB: every explainer must reduce the channels to one (H, W) map."""
+    from medlit.models import ModelConfig, build_model
+
+    model = build_model(ModelConfig(dataset="rgb", image_size=32, n_train=8, n_val=8, epochs=1, batch_size=8,
+                                    in_channels=3)).eval()
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    maps = EXPLAINERS[name].fn(model, x, torch.ones(3, dtype=torch.long))
+    assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32 and torch.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("name", EXPLAINERS.names())
 def test_metadata_is_complete(name):
     spec = EXPLAINERS[name]
     assert spec.family in {"gradient", "activation", "perturbation", "prototype", "attention", "control"}

@@ -81,17 +81,26 @@ def window(values: np.ndarray, center: float, width: float) -> np.ndarray:
 
 
 def to_unit_range(image: DicomImage, *, voi: str | tuple[float, float] = "file",
-                  percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+                  percentiles: tuple[float, float] = (0.5, 99.5), fallback: str = "minmax") -> np.ndarray:
     """(H, W) float32 in [0, 1], bright = dense.
 
-    ``voi="file"`` applies the file's own VOI LUT or first window when it has one and otherwise stretches the
-    ``percentiles`` of the modality values to [0, 1]; ``voi=(center, width)`` applies that window;
-    ``voi="minmax"`` always stretches the percentiles.
+    ``voi="file"`` applies the file's own VOI LUT or first window when it has one and otherwise the ``fallback``;
+    ``voi=(center, width)`` applies that window; ``voi="minmax"`` always stretches the ``percentiles`` of the
+    modality values to [0, 1]; ``voi="bits"`` maps the full range of the stored values (``BitsStored``, signed or
+    not, through the rescale) linearly to [0, 1], which reproduces an image that was already windowed for display
+    before it was stored (e.g. an 8-bit image converted to DICOM). ``fallback`` is ``"minmax"`` or ``"bits"``.
     """
     ds = image.dataset
     values = image.modality_values
+    if fallback not in ("minmax", "bits"):
+        raise ValueError(f"fallback must be 'minmax' or 'bits', got {fallback!r}")
+    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    if voi == "file" and not has_voi:
+        voi = fallback
     if isinstance(voi, tuple):
         out = window(values, *voi)
+    elif voi == "bits":
+        out = _full_range(image)
     elif voi == "file" and "VOILUTSequence" in ds:
         from pydicom.pixels import apply_voi_lut
 
@@ -103,14 +112,30 @@ def to_unit_range(image: DicomImage, *, voi: str | tuple[float, float] = "file",
         out = np.clip(shown / float(2 ** bits - 1), 0, 1)
     elif voi == "file" and "WindowCenter" in ds and "WindowWidth" in ds:
         out = window(values, _first(ds.WindowCenter), _first(ds.WindowWidth))
-    elif voi in ("file", "minmax"):
+    elif voi == "minmax":
         lo, hi = np.percentile(values, percentiles)
         out = np.clip((values - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(values)
     else:
-        raise ValueError(f"voi must be 'file', 'minmax' or (center, width), got {voi!r}")
+        raise ValueError(f"voi must be 'file', 'minmax', 'bits' or (center, width), got {voi!r}")
     if image.photometric == "MONOCHROME1":
         out = 1.0 - out
     return np.asarray(out, dtype=np.float32)
+
+
+def _full_range(image: DicomImage) -> np.ndarray:
+    """The modality values scaled so that the smallest and largest storable values map to 0 and 1."""
+    ds = image.dataset
+    if "ModalityLUTSequence" in ds:
+        raise DicomError(f"{image.path}: voi='bits' needs a linear rescale, but the file has a Modality LUT")
+    try:
+        bits = int(ds.BitsStored)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise DicomError(f"{image.path}: BitsStored is missing, so the stored range is unknown") from err
+    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    slope, intercept = float(getattr(ds, "RescaleSlope", 1.0)), float(getattr(ds, "RescaleIntercept", 0.0))
+    low, high = sorted((low * slope + intercept, high * slope + intercept))
+    return np.clip((image.modality_values - low) / (high - low), 0, 1)
 
 
 def _first(value) -> float:
