@@ -127,3 +127,18 @@ def verdicts(summary: pd.DataFrame, long_names: dict[str, str] | None = None, ba
                          f"{', '.join(won) if won else 'no metric'}"
                          + (f"; not on {', '.join(lost)}." if lost else "."))
     return "\n".join(lines).strip()
+
+
+def ranking_agreement(summary: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, float]:
+    """Do methods rank the same way on every data set? The wide table of ``metric`` means (methods x data sets,
+    controls included) and the Spearman rank correlation between the first two data sets' columns (NaN when
+    there is only one data set)."""
+    rows = summary[summary.metric == metric]
+    wide = rows.pivot_table(index=["method", "family"], columns="dataset", values="mean")
+    wide = wide[list(dict.fromkeys(rows.dataset))].reset_index()
+    wide.columns.name = None
+    datasets = list(dict.fromkeys(rows.dataset))
+    if len(datasets) < 2:
+        return wide, float("nan")
+    pair = wide[datasets[:2]].dropna()
+    return wide, float(pair[datasets[0]].rank().corr(pair[datasets[1]].rank()))

@@ -53,3 +53,20 @@ def test_verdicts_name_won_and_lost_metrics_and_skip_controls():
     cube["score"].loc[{"explainer": "gradcam"}] = cube.score.sel(explainer="centre_prior").values - 0.1
     text = verdicts(summarise(cube, replicates=200), {"gradcam": "Grad-CAM"})
     assert text == "- **Grad-CAM** beats the centre prior on deletion_auc; not on pointing_game."
+
+
+def test_ranking_agreement_is_the_spearman_correlation_of_method_means():
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from medlit.summary import ranking_agreement
+
+    a = [0.9, 0.5, 0.1, 0.3]
+    b = [0.8, 0.1, 0.2, 0.6]
+    rows = [{"dataset": d, "method": m, "family": "f", "metric": "pointing_game", "mean": v}
+            for d, values in (("one", a), ("two", b)) for m, v in zip("wxyz", values)]
+    wide, rho = ranking_agreement(pd.DataFrame(rows), "pointing_game")
+    assert list(wide.columns) == ["method", "family", "one", "two"]
+    assert rho == pytest.approx(spearmanr(a, b).statistic)
+    _, alone = ranking_agreement(pd.DataFrame(rows[:4]), "pointing_game")
+    assert alone != alone  # NaN with one data set

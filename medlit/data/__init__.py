@@ -2,7 +2,7 @@
 
 from medlit.data import embedded  # noqa: F401  (registers the embedded data sets)
 from medlit.data.registry import DATASETS, load_dataset, register_dataset
-from medlit.data.sample import BOX_FIELDS, Sample, SampleSet, boxes_to_mask, mask_to_box
+from medlit.data.sample import BOX_FIELDS, Sample, SampleSet, boxes_to_mask, mask_to_box, masks_to_boxes
 
 __all__ = ["BOX_FIELDS", "DATASETS", "Sample", "SampleSet", "boxes_to_mask", "load_dataset", "mask_to_box",
-           "register_dataset"]
+           "masks_to_boxes", "register_dataset"]

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medlit.data.sample import SampleSet
+from medlit.data.sample import SampleSet, masks_to_boxes
 
 __all__ = ["make_ct_lesions", "split_seed", "load_base_slices", "BASE_SLICES", "FINDING_TYPES", "GENERATOR_VERSION",
            "ORIGINAL_SIZE", "FIELD_OF_VIEW_MM"]
@@ -410,22 +410,6 @@ def _render_chunk(P: dict[str, np.ndarray], Ld: dict[str, np.ndarray], size: int
     return images, brain, lesion_masks
 
 
-def _tight_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, K, 4) half-open tight boxes of (N, K, H, W) masks; NaN rows for empty masks."""
-    n, k, h, w = masks.shape
-    rows, cols = masks.any(dim=3), masks.any(dim=2)
-
-    def first_last(a: torch.Tensor, length: int):
-        idx = torch.arange(length).expand_as(a)
-        first = torch.where(a, idx, length).min(dim=-1).values
-        last = torch.where(a, idx, -1).max(dim=-1).values
-        return first, last + 1
-
-    y0, y1 = first_last(rows, h)
-    x0, x1 = first_last(cols, w)
-    boxes = torch.stack([x0, y0, x1, y1], dim=-1).float()
-    boxes[~rows.any(dim=-1)] = float("nan")
-    return boxes
 
 
 def make_ct_lesions(n: int, *, size: int = 128, seed: int = 0, split: str = "test", prevalence: float = 0.5,
@@ -488,7 +472,7 @@ def make_ct_lesions(n: int, *, size: int = 128, seed: int = 0, split: str = "tes
         img, brain, lm = _render_chunk({k: v[sl] for k, v in P.items()}, {k: v[sl] for k, v in Ld.items()},
                                        size, gen)
         images[sl, 0], brains[sl] = img, brain
-        boxes[sl], finding_masks[sl] = _tight_boxes(lm), lm.any(dim=1)
+        boxes[sl], finding_masks[sl] = masks_to_boxes(lm), lm.any(dim=1)
 
     present = Ld["type"] > 0
     n_found = (~torch.isnan(boxes[..., 0])).sum(dim=1).numpy().astype(np.int64)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from medlit.data.sample import SampleSet
+from medlit.data.sample import SampleSet, masks_to_boxes
 
 __all__ = ["make_fundus_lesions", "LESION_TYPES", "GENERATOR_VERSION"]
 
@@ -330,12 +330,8 @@ def make_fundus_lesions(n: int, *, size: int = 128, seed: int = 0, split: str = 
         out = _render_chunk(base, P, slots, look, idx, size, gen)
         images[idx], lesion_masks[idx], anatomy[idx] = out["images"], out["masks"], out["anatomy"]
 
-    boxes = torch.full((n, MAX_LESIONS, 4), float("nan"))
+    boxes = masks_to_boxes(lesion_masks)
     present = lesion_masks.flatten(2).any(-1)  # (n, K)
-    for i, k in torch.nonzero(present).tolist():
-        rows = torch.nonzero(lesion_masks[i, k].any(1)).flatten()
-        cols = torch.nonzero(lesion_masks[i, k].any(0)).flatten()
-        boxes[i, k] = torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
     if np.any((labels == 1) & ~present.any(1).numpy()):
         raise RuntimeError("make_fundus_lesions: a positive image rendered without a visible lesion")
     kinds = np.where(present.numpy(), slots, 0)

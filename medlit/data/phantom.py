@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medlit.data.sample import SampleSet
+from medlit.data.sample import SampleSet, masks_to_boxes
 
 __all__ = ["make_cxr_phantom", "split_seed", "FINDING_TYPES", "GENERATOR_VERSION", "ORIGINAL_SIZE"]
 
@@ -514,22 +514,6 @@ def _render_chunk(P: dict[str, torch.Tensor], Fd: dict[str, torch.Tensor], L: di
     return img, lung_hard, fmask, contrast
 
 
-def _tight_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, K, H, W) bool -> (N, K, 4) half-open tight boxes, NaN rows for empty masks (``mask_to_box`` semantics)."""
-    n, k, h, w = masks.shape
-    rows, cols = masks.any(dim=3), masks.any(dim=2)  # (N, K, H), (N, K, W)
-
-    def first_last(a: torch.Tensor, length: int):
-        idx = torch.arange(length).expand_as(a)
-        first = torch.where(a, idx, length).min(dim=-1).values
-        last = torch.where(a, idx, -1).max(dim=-1).values
-        return first, last + 1
-
-    y0, y1 = first_last(rows, h)
-    x0, x1 = first_last(cols, w)
-    boxes = torch.stack([x0, y0, x1, y1], dim=-1).float()
-    boxes[~rows.any(dim=-1)] = float("nan")
-    return boxes
 
 
 def make_cxr_phantom(n: int, *, size: int = 128, seed: int = 0, split: str = "train",
@@ -621,7 +605,7 @@ def make_cxr_phantom(n: int, *, size: int = 128, seed: int = 0, split: str = "tr
         Mc = {k: torch.from_numpy(v[sl]).float() for k, v in marker_np.items()}
         img, lung, fm, con = _render_chunk(Pc, Fc, Lc, Mc, size, gen)
         images[sl, 0], lungs[sl], contrast[sl] = img, lung, con
-        boxes[sl], finding_masks[sl] = _tight_boxes(fm), fm.any(dim=1)
+        boxes[sl], finding_masks[sl] = masks_to_boxes(fm), fm.any(dim=1)
 
     n_found = (~torch.isnan(boxes[..., 0])).sum(dim=1).numpy()
     kind = Fd_np["kind"]

@@ -134,3 +134,21 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         raise ValueError("mask_to_box: the mask is empty")
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, K, H, W) bool -> (N, K, 4) half-open tight boxes, NaN rows for empty masks (``mask_to_box`` semantics)."""
+    n, k, h, w = masks.shape
+    rows, cols = masks.any(dim=3), masks.any(dim=2)  # (N, K, H), (N, K, W)
+
+    def first_last(a: torch.Tensor, length: int):
+        idx = torch.arange(length).expand_as(a)
+        first = torch.where(a, idx, length).min(dim=-1).values
+        last = torch.where(a, idx, -1).max(dim=-1).values
+        return first, last + 1
+
+    y0, y1 = first_last(rows, h)
+    x0, x1 = first_last(cols, w)
+    boxes = torch.stack([x0, y0, x1, y1], dim=-1).float()
+    boxes[~rows.any(dim=-1)] = float("nan")
+    return boxes
