@@ -6,13 +6,15 @@ VENV ?= .venv
 PROFILE ?= quick
 # Real data sets to score beside the embedded ones: DATA=adapter=folder[,adapter=folder] (see README)
 DATA ?=
+# Where models train and explain: auto (CUDA when torch sees a GPU), cpu or cuda
+DEVICE ?= auto
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medlit-installed
 
 .PHONY: book test unit nbval clean-results clean
 
 book: $(STAMP)
-	$(BIN)/medlit book --profile $(PROFILE) $(if $(DATA),--data "$(DATA)")
+	$(BIN)/medlit book --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data "$(DATA)")
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests chapters --nbval-lax -q

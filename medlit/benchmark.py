@@ -1,6 +1,7 @@
 """The chapter pipeline: data -> trained model -> maps per method -> scores per metric -> cube.
 
-A chapter calls ``prepare`` once and ``run_methods`` with its list of methods. Each method is one shard
+A chapter calls ``prepare`` once and ``run_methods`` with its list of methods (or ``run_chapter`` for every data
+set and model kind at once). Results that are not per-image scores live in ``medlit.studies``. Each method is one shard
 (``score_method``): a pure function of the model, the images and the settings, so that shards can later run
 elsewhere (e.g. on Dask) and be merged with ``medlit.cube.merge_cubes``.
 """
@@ -17,31 +18,33 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from medlit.cube import (load_if_current, make_cube, merge_cubes, provenance, read_cube, read_netcdf, write_cube,
-                         write_netcdf)
+from medlit.cube import load_if_current, make_cube, merge_cubes, provenance, read_cube, write_cube
 from medlit.data import DATASETS, SampleSet, load_dataset
-from medlit.explain import EXPLAINERS, explain_batched
+from medlit.device import forward_batch, model_device, resolve_device
+from medlit.explain import EXPLAINERS, explain_batched, not_applicable_reason, positive_class
 from medlit.metrics import METRICS, scaled_tolerance
-from medlit.models import Classifier, ModelConfig, load_or_train
+from medlit.models import MODEL_KINDS, ModelConfig, load_or_train
 from medlit.models.training import predict_proba
-from medlit.paths import checks_dir, cubes_dir, source_hash
+from medlit.paths import code_hash, cubes_dir
 from medlit.profiles import Profile, get_profile
 
 DEFAULT_METRICS = ("pointing_game", "pointing_game_strict", "energy_pointing_game", "iou_otsu", "auprc",
                    "insertion_auc", "deletion_auc")
 # The embedded data sets every method chapter scores; real data sets given with ``--data`` are added after them.
 EMBEDDED_DATASETS = ("cxr-phantom", "fundus-lesions")
+# The model kind every method chapter explains unless it names others (``medlit.models.MODEL_KINDS``).
+DEFAULT_MODEL = "resnet10"
 GROUND_TRUTH = "box"  # localisation is scored against the union of the boxes, as with real box-annotated data
 
 
 @dataclass
 class Prepared:
-    """Everything a chapter needs: the profile, the data splits, the trained model and its record."""
+    """Everything a chapter needs: the profile, the data splits, the trained model, its record and device."""
 
     profile: Profile
     dataset: str
     splits: dict
-    model: Classifier
+    model: torch.nn.Module
     record: dict
 
     @property
@@ -51,27 +54,53 @@ class Prepared:
         return positive_subset(self.splits["test"], self.profile.explain_count(self.dataset))
 
     @property
+    def model_kind(self) -> str:
+        """The registered model kind (``medlit.models.MODEL_KINDS``)."""
+        return self.record["config"]["arch"]
+
+    @property
     def model_label(self) -> str:
         """The model's name without the data set (the cube's ``model`` coordinate; the data set is its own dim)."""
-        config = self.record["config"]
-        return f"{config['arch']}-{config['image_size']}px-s{config['seed']}"
+        return ModelConfig(**self.record["config"]).label
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
 
 
-def model_config(profile: Profile, dataset: str, in_channels: int = 1) -> ModelConfig:
+def _module_name(source_file: str) -> str:
+    """``"data/phantom.py"`` -> ``"medlit.data.phantom"``."""
+    return "medlit." + source_file.removesuffix(".py").replace("/", ".")
+
+
+def model_config(profile: Profile, dataset: str, in_channels: int = 1, model: str = DEFAULT_MODEL,
+                 device_type: str = "cpu") -> ModelConfig:
+    """The configuration of model kind ``model`` trained on ``dataset`` under ``profile``.
+
+    Its ``code`` field hashes the code that builds and trains the model and makes the data (and the data
+    fingerprint of real data), so a change there retrains; other model kinds' code does not.
+    """
     spec = DATASETS[dataset]
-    code = source_hash("models", *spec.source_modules) + spec.fingerprint
+    code = code_hash(MODEL_KINDS[model].build.__module__, MODEL_KINDS[model].recipe.__module__,
+                     *map(_module_name, spec.source_modules)) + spec.fingerprint
     return ModelConfig(dataset=dataset, image_size=profile.image_size, n_train=profile.n_train,
                        n_val=profile.n_val, epochs=profile.epochs, batch_size=profile.batch_size,
-                       seed=profile.seed, in_channels=in_channels, code=code)
+                       seed=profile.seed, arch=model, in_channels=in_channels, device_type=device_type, code=code)
 
 
-def prepare(profile: str | Profile = "quick", dataset: str = "cxr-phantom", *, progress: bool = True) -> Prepared:
-    """Generate the data and train (or load from the cache) the model for ``profile``."""
+def prepare(profile: str | Profile = "quick", dataset: str = "cxr-phantom", *, model: str = DEFAULT_MODEL,
+            device: str | torch.device | None = None, progress: bool = True) -> Prepared:
+    """Generate the data and train (or load from the cache) model kind ``model`` for ``profile``.
+
+    ``device``: ``"auto"`` (CUDA when there is one), ``"cpu"`` or ``"cuda"``; None reads ``$MEDLIT_DEVICE``.
+    """
     profile = get_profile(profile) if isinstance(profile, str) else profile
+    device = resolve_device(device) if not isinstance(device, torch.device) else device
     splits = load_dataset(dataset, profile)
-    config = model_config(profile, dataset, in_channels=splits["train"].images.shape[1])
-    model, record = load_or_train(config, splits, progress=progress)
-    return Prepared(profile, dataset, splits, model, record)
+    config = model_config(profile, dataset, in_channels=splits["train"].images.shape[1], model=model,
+                          device_type=device.type)
+    trained, record = load_or_train(config, splits, device=device, progress=progress)
+    return Prepared(profile, dataset, splits, trained, record)
 
 
 def positive_subset(data: SampleSet, n: int) -> SampleSet:
@@ -95,9 +124,13 @@ def metric_params(profile: Profile, data: SampleSet) -> dict:
 
 
 def score_maps(model, data: SampleSet, maps: torch.Tensor, metrics: list[str], params: dict) -> np.ndarray:
-    """Scores (metric, sample) of ``maps`` against the box ground truth and the model's behaviour."""
+    """Scores (metric, sample) of ``maps`` against the box ground truth and the model's behaviour.
+
+    Faithfulness metrics run on the model's device, in batches of its ``forward_batch``; scores return to the CPU.
+    """
     regions = data.box_masks()
-    target = torch.ones(len(data), dtype=torch.long)
+    device = model_device(model)
+    images, target = data.images.to(device), positive_class(len(data), device)
     rows = []
     for name in metrics:
         spec = METRICS[name]
@@ -105,30 +138,38 @@ def score_maps(model, data: SampleSet, maps: torch.Tensor, metrics: list[str], p
         if spec.kind == "localisation":
             rows.append(spec.fn(maps, regions, **kwargs))
         else:
-            rows.append(spec.fn(model, data.images, target, maps, **kwargs))
+            rows.append(spec.fn(model, images, target, maps.to(device), batch_size=forward_batch(device),
+                                **kwargs).cpu())
     return torch.stack([torch.as_tensor(r, dtype=torch.float32) for r in rows]).numpy()
 
 
-def score_method(model, data: SampleSet, method: str, metrics: list[str], params: dict, *, batch_size: int = 32
-                 ) -> tuple[np.ndarray, float]:
-    """One shard: explain ``data`` with ``method`` and score it; returns (scores[metric, sample], s/image)."""
-    target = torch.ones(len(data), dtype=torch.long)
-    maps, seconds = explain_batched(method, model, data.images, target, batch_size=batch_size)
-    return score_maps(model, data, maps, metrics, params), seconds / max(len(data), 1)
+def score_method(model, data: SampleSet, method: str, metrics: list[str], params: dict, *,
+                 batch_size: int | None = None) -> tuple[np.ndarray, float, str]:
+    """One shard: explain ``data`` with ``method`` and score it.
+
+    Returns (scores[metric, sample], seconds per image, reason). When the model does not offer what the method
+    needs, nothing runs: the scores and the time are NaN and ``reason`` says why ("" otherwise).
+    """
+    reason = not_applicable_reason(method, model)
+    if reason:
+        return np.full((len(metrics), len(data)), np.nan, np.float32), float("nan"), reason
+    maps, seconds = explain_batched(method, model, data.images, positive_class(len(data)), batch_size=batch_size)
+    return score_maps(model, data, maps, metrics, params), seconds / max(len(data), 1), ""
 
 
-# The code that determines a cube's numbers; a change elsewhere (plots, tables, the CLI) keeps cubes valid.
-SCORING_CODE = ("data", "models", "explain", "metrics", "benchmark.py", "cube.py", "profiles.py", "sanity.py")
+# The code that determines a cube's numbers: this module and everything it imports (``medlit.paths.code_hash``).
+# A change elsewhere (plots, tables, the command line) keeps cubes valid.
+SCORING_MODULES = ("medlit.benchmark",)
 
 
 def _cache_key(chapter: str, methods: list[str], metrics: list[str], prepared: Prepared) -> str:
     key = {"chapter": chapter, "methods": methods, "metrics": metrics, "profile": prepared.profile.as_dict(),
-           "dataset": prepared.dataset, "model": prepared.record["digest"], "code": source_hash(*SCORING_CODE)}
+           "dataset": prepared.dataset, "model": prepared.record["digest"], "code": code_hash(*SCORING_MODULES)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def sample_coords(prepared: Prepared, data: SampleSet) -> dict:
-    prob = predict_proba(prepared.model, data.images).numpy()
+    prob = predict_proba(prepared.model, data.images).numpy()  # on the model's device, returned on the CPU
     area = data.box_masks().float().mean(dim=(1, 2)).numpy()
     return {
         "sample_id": np.asarray(data.meta.get("sample_id", [f"{data.name}-{i}" for i in range(len(data))]), str),
@@ -140,23 +181,26 @@ def sample_coords(prepared: Prepared, data: SampleSet) -> dict:
     }
 
 
-def cube_path(profile: str, chapter: str, dataset: str) -> Path:
-    """Where a chapter's cube for one data set lives: ``results/<profile>/cubes/<chapter>--<dataset>.nc``."""
-    return cubes_dir(profile) / f"{chapter}--{dataset}.nc"
+def cube_path(profile: str, chapter: str, dataset: str, model: str = DEFAULT_MODEL) -> Path:
+    """Where a chapter's cube for one data set and model kind lives:
+    ``results/<profile>/cubes/<chapter>--<dataset>--<model>.nc``."""
+    return cubes_dir(profile) / f"{chapter}--{dataset}--{model}.nc"
 
 
 def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics: list[str] | None = None,
                 force: bool = False, progress: bool = True) -> xr.Dataset:
-    """The chapter's cube: computed, or read back when an up-to-date one is on disk.
+    """The chapter's cube for one data set and model: computed, or read back when an up-to-date one is on disk.
 
-    The cube is ``cube_path(profile, chapter, dataset)``; it is up to date when its ``cache_key`` attribute
-    matches the chapter, methods, metrics, profile, model and the scoring code (``SCORING_CODE``) of this call.
+    The cube is ``cube_path(profile, chapter, dataset, model kind)``; it is up to date when its ``cache_key``
+    attribute matches the chapter, methods, metrics, profile, model and the scoring code (``SCORING_MODULES``
+    and what they import) of this call. A method the model cannot serve is kept with NaN scores and its reason in
+    the cube's ``not_applicable`` variable.
     """
     metrics = list(metrics or DEFAULT_METRICS)
     unknown = [m for m in methods if m not in EXPLAINERS] + [m for m in metrics if m not in METRICS]
     if unknown:
         raise KeyError(f"unknown methods or metrics: {', '.join(unknown)}")
-    path = cube_path(prepared.profile.name, chapter, prepared.dataset)
+    path = cube_path(prepared.profile.name, chapter, prepared.dataset, prepared.model_kind)
     key = _cache_key(chapter, methods, metrics, prepared)
     cached = None if force else load_if_current(path, key, read=read_cube)
     if cached is not None:
@@ -164,13 +208,13 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
 
     data = prepared.explained
     params = metric_params(prepared.profile, data)
-    device = str(next(prepared.model.parameters()).device)
-    scores, seconds = [], []
+    scores, seconds, reasons = [], [], []
     for method in tqdm(methods, desc=f"{chapter}: methods", disable=not progress):
-        s, t = score_method(prepared.model, data, method, metrics, params)
+        s, t, reason = score_method(prepared.model, data, method, metrics, params)
         scores.append(s)
         seconds.append(t)
-    attrs = provenance(prepared.profile.name, prepared.profile.seed, device)
+        reasons.append(reason)
+    attrs = provenance(prepared.profile.name, prepared.profile.seed, str(prepared.device))
     attrs.update({
         "chapter": chapter, "cache_key": key, "ground_truth": GROUND_TRUTH,
         "explanation_target": "positive class, on positive test images",
@@ -181,9 +225,9 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
         "n_explained": len(data),
         "profile_settings": json.dumps(prepared.profile.as_dict()),
     })
-    cube = make_cube(dataset=prepared.dataset, model=prepared.model_label,
+    cube = make_cube(dataset=prepared.dataset, model=prepared.model_label, model_kind=prepared.model_kind,
                      methods=[EXPLAINERS[m] for m in methods], metrics=[METRICS[m] for m in metrics],
-                     scores=np.stack(scores), seconds_per_image=np.asarray(seconds),
+                     scores=np.stack(scores), seconds_per_image=np.asarray(seconds), not_applicable=reasons,
                      samples=sample_coords(prepared, data), model_record=prepared.record, metric_params=params,
                      attrs=attrs)
     write_cube(cube, path)
@@ -206,88 +250,24 @@ def chapter_datasets(data: str = "") -> list[str]:
 
 def chapter_cube_paths(profile: str, real_data: str = "") -> list[Path]:
     """The cube files the method chapters wrote for this run's data sets (``chapter_datasets(real_data)``),
-    in data-set order; cubes of data sets not in this run (an earlier ``--data``) are left out."""
+    in data-set order, every model kind of each; cubes of data sets not in this run (an earlier ``--data``) are
+    left out."""
     paths = []
     for dataset in chapter_datasets(real_data):
-        paths.extend(sorted(cubes_dir(profile).glob(f"*--{dataset}.nc")))
+        paths.extend(sorted(cubes_dir(profile).glob(f"*--{dataset}--*.nc")))
     return paths
 
 
 def run_chapter(profile: str | Profile, methods: list[str], *, chapter: str, datasets: list[str],
-                metrics: list[str] | None = None, progress: bool = False) -> tuple[xr.Dataset, dict[str, Prepared]]:
-    """Score ``methods`` on every data set in ``datasets``: one shard (cube file) per data set, merged along the
-    ``dataset`` dimension. Returns the merged cube and each data set's ``Prepared`` (data and model)."""
-    prepared = {name: prepare(profile, name, progress=progress) for name in datasets}
-    cubes = [run_methods(p, methods, chapter=chapter, metrics=metrics, progress=progress) for p in prepared.values()]
-    return merge_cubes(cubes), prepared
+                models: tuple[str, ...] = (DEFAULT_MODEL,), metrics: list[str] | None = None,
+                device: str | None = None, progress: bool = False) -> tuple[xr.Dataset, dict[str, Prepared]]:
+    """Score ``methods`` with every model kind in ``models`` on every data set in ``datasets``: one shard (cube
+    file) per (data set, model), merged along the ``model`` and ``dataset`` dimensions.
 
-
-def run_randomisation_check(prepared: Prepared, methods: list[str], *, chapter: str, force: bool = False,
-                            progress: bool = True) -> xr.Dataset:
-    """Cascading model-parameter randomisation {cite}`adebayo2018sanity` of ``methods`` on the first
-    ``profile.n_sanity`` explained images, cached as ``results/<profile>/checks/<chapter>_randomisation.nc``."""
-    from medlit.sanity import cascading_randomisation
-
-    path = checks_dir(prepared.profile.name) / f"{chapter}_randomisation.nc"
-    key = _cache_key(chapter + "/randomisation", methods, [], prepared)
-    cached = None if force else load_if_current(path, key)
-    if cached is not None:
-        return cached
-    data = positive_subset(prepared.splits["test"], prepared.profile.n_sanity)
-    target = torch.ones(len(data), dtype=torch.long)
-    ds = cascading_randomisation(prepared.model, data.images, target, methods, seed=prepared.profile.seed,
-                                 progress=progress)
-    ds.attrs.update(provenance(prepared.profile.name, prepared.profile.seed,
-                               str(next(prepared.model.parameters()).device)))
-    ds.attrs.update({"chapter": chapter, "cache_key": key, "model": prepared.record["name"],
-                     "model_digest": prepared.record["digest"]})
-    write_netcdf(ds, path)
-    return read_netcdf(path)
-
-
-def run_budget_study(prepared: Prepared, budgets: dict[str, tuple[str, list]], *, chapter: str,
-                     metrics: tuple[str, ...] = ("pointing_game", "energy_pointing_game", "insertion_auc",
-                                                 "deletion_auc"),
-                     force: bool = False, progress: bool = True) -> xr.Dataset:
-    """Scores of each method as its perturbation budget grows, on the first ``profile.n_sanity`` explained images.
-
-    ``budgets`` maps a method to (setting name, values), e.g. ``{"rise": ("n_masks", [250, 500, 1000])}``.
-    Returns (and caches under ``results/<profile>/checks/<chapter>_budget.nc``) a Dataset with ``score``
-    (explainer, budget, metric, sample), ``seconds_per_image`` (explainer, budget) and the setting's value per
-    (explainer, budget).
+    Returns the merged cube and the ``Prepared`` (data and model) of each data set for the first model kind;
+    ``prepare`` gives the others.
     """
-    path = checks_dir(prepared.profile.name) / f"{chapter}_budget.nc"
-    plan = {m: [setting, list(values)] for m, (setting, values) in budgets.items()}
-    key = _cache_key(chapter + "/budget" + json.dumps(plan, sort_keys=True), list(budgets), list(metrics), prepared)
-    cached = None if force else load_if_current(path, key)
-    if cached is not None:
-        return cached
-    data = positive_subset(prepared.splits["test"], prepared.profile.n_sanity)
-    params = metric_params(prepared.profile, data)
-    target = torch.ones(len(data), dtype=torch.long)
-    steps = max(len(values) for _, values in budgets.values())
-    scores = np.full((len(budgets), steps, len(metrics), len(data)), np.nan, np.float32)
-    seconds = np.full((len(budgets), steps), np.nan)
-    setting_value = np.full((len(budgets), steps), np.nan)
-    bar = tqdm(total=sum(len(v) for _, v in budgets.values()), desc=f"{chapter}: budgets", disable=not progress)
-    for i, (method, (setting, values)) in enumerate(budgets.items()):
-        for j, value in enumerate(values):
-            maps, t = explain_batched(method, prepared.model, data.images, target, **{setting: value})
-            scores[i, j] = score_maps(prepared.model, data, maps, list(metrics), params)
-            seconds[i, j], setting_value[i, j] = t / len(data), value
-            bar.update(1)
-    bar.close()
-    ds = xr.Dataset(
-        {"score": (("explainer", "budget", "metric", "sample"), scores, {"long_name": "explanation score"}),
-         "seconds_per_image": (("explainer", "budget"), seconds, {"units": "s"}),
-         "setting_value": (("explainer", "budget"), setting_value,
-                           {"long_name": "value of the method's budget setting"})},
-        coords={"explainer": list(budgets), "budget": np.arange(steps), "metric": list(metrics),
-                "sample": np.arange(len(data)),
-                "setting": ("explainer", [setting for setting, _ in budgets.values()]),
-                "direction": ("metric", [METRICS[m].direction for m in metrics])})
-    ds.attrs.update(provenance(prepared.profile.name, prepared.profile.seed,
-                               str(next(prepared.model.parameters()).device)))
-    ds.attrs.update({"chapter": chapter, "cache_key": key, "model": prepared.record["name"]})
-    write_netcdf(ds, path)
-    return read_netcdf(path)
+    prepared = {(name, kind): prepare(profile, name, model=kind, device=device, progress=progress)
+                for name in datasets for kind in models}
+    cubes = [run_methods(p, methods, chapter=chapter, metrics=metrics, progress=progress) for p in prepared.values()]
+    return merge_cubes(cubes), {name: prepared[name, models[0]] for name in datasets}

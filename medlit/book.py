@@ -59,12 +59,13 @@ def chapters(root: Path | None = None) -> list[Chapter]:
     return found
 
 
-def _stamp(chapter: Chapter, profile: str, data: str = "") -> str:
+def _stamp(chapter: Chapter, profile: str, data: str = "", device: str = "cpu") -> str:
     from medlit.benchmark import chapter_datasets
     from medlit.data import DATASETS
 
     digest = hashlib.sha256(chapter.source.read_bytes())
     digest.update(profile.encode())
+    digest.update(device.encode())
     digest.update(source_hash().encode())
     for name in chapter_datasets(data):  # real data: a change of the user's files re-runs the chapter
         digest.update(f"{name}:{DATASETS[name].fingerprint}".encode())
@@ -79,17 +80,23 @@ def executed_dir(profile: str) -> Path:
     return project_root() / "_build" / "executed" / profile
 
 
-def execute_chapter(chapter: Chapter, profile: str, *, data: str = "", force: bool = False, log=print) -> Path:
+def execute_chapter(chapter: Chapter, profile: str, *, data: str = "", force: bool = False,
+                    device: str | None = None, log=print) -> Path:
     """Run one chapter with papermill unless its executed copy is up to date; returns the executed notebook.
 
     ``data`` names real data sets to score beside the embedded ones (``adapter=folder``, comma-separated); it is
-    injected into the chapter as its ``data`` parameter.
+    injected into the chapter as its ``real_data`` parameter. ``device`` (``auto``/``cpu``/``cuda``; None reads
+    ``$MEDLIT_DEVICE``) is resolved here and injected as the ``device`` parameter. The stamp includes the device
+    type, so a chapter executed on a GPU is not taken for the CPU's.
     """
+    from medlit.device import resolve_device
+
+    device = resolve_device(device).type
     import papermill
 
     out = executed_dir(profile) / f"{chapter.name}.ipynb"
     stamp_file = out.with_suffix(".stamp")
-    stamp = _stamp(chapter, profile, data)
+    stamp = _stamp(chapter, profile, data, device)
     if not force and out.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
         log(f"  {chapter.name}: up to date, reused")
         return out
@@ -98,7 +105,8 @@ def execute_chapter(chapter: Chapter, profile: str, *, data: str = "", force: bo
     started = time.perf_counter()
     try:
         papermill.execute_notebook(str(chapter.source), str(failed), parameters={"profile": profile,
-                                                                                "real_data": data},
+                                                                                "real_data": data,
+                                                                                "device": device},
                                    cwd=str(chapter.source.parent), kernel_name="python3", progress_bar=False)
     except Exception as err:
         raise RuntimeError(f"chapter {chapter.source} failed under profile {profile!r}: {err}\n"
@@ -165,22 +173,26 @@ def run_jupyter_book(stage_dir: Path) -> Path:
     return root / "_build" / "html" / "index.html"
 
 
-def build_book(profile: str = "quick", *, force: bool = False, data: str = "", log=print) -> Path:
+def build_book(profile: str = "quick", *, force: bool = False, data: str = "", device: str | None = None,
+               log=print) -> Path:
     """The whole book: models, chapters, HTML. Returns the path of ``index.html``.
 
     ``data``: real data sets to score beside the embedded ones, e.g. ``"nih-cxr14=/data/nih"`` (see
-    ``medlit.benchmark.chapter_datasets``); the files are checked before any chapter runs.
+    ``medlit.benchmark.chapter_datasets``); the files are checked before any chapter runs. ``device``:
+    ``auto``/``cpu``/``cuda`` for training and explaining (None reads ``$MEDLIT_DEVICE``, default auto).
     """
     from medlit.benchmark import chapter_datasets, prepare
+    from medlit.device import resolve_device
 
     started = time.perf_counter()
-    log(f"medlit book, profile {profile!r}" + (f", real data {data}" if data else ""))
+    device = resolve_device(device).type
+    log(f"medlit book, profile {profile!r}, device {device}" + (f", real data {data}" if data else ""))
     for dataset in chapter_datasets(data):
         t = time.perf_counter()
-        prepared = prepare(profile, dataset, progress=True)
+        prepared = prepare(profile, dataset, device=device, progress=True)
         log(f"  model {prepared.record['name']}: test AUROC {prepared.record['test_auroc']:.3f} "
             f"({time.perf_counter() - t:.0f} s)")
-    executed = [execute_chapter(ch, profile, data=data, force=force, log=log) for ch in chapters()]
+    executed = [execute_chapter(ch, profile, data=data, force=force, device=device, log=log) for ch in chapters()]
     index = run_jupyter_book(stage(profile, executed))
     log(f"book built in {time.perf_counter() - started:.0f} s: {index}")
     return index

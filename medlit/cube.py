@@ -1,7 +1,9 @@
 """Result cubes: self-describing xarray Datasets written as NetCDF.
 
 A cube holds ``score`` with dims (dataset, model, explainer, metric, sample), the cost ``seconds_per_image``
-per (dataset, model, explainer), the model's own ``model_auroc``/``model_accuracy`` per (dataset, model), per-sample
+per (dataset, model, explainer), ``not_applicable`` per (dataset, model, explainer) (why a method could not run on
+a model, "" where it ran; its scores are NaN), the model's own ``model_auroc``/``model_accuracy`` per (dataset,
+model), the model's kind and cache digest, per-sample
 coordinates (label, finding, box area, model probability, correct?), explainer and metric metadata as
 coordinates (family, citation, score direction, ...) and provenance attributes. The comparison chapter needs
 nothing else.
@@ -64,14 +66,16 @@ def provenance(profile: str, seed: int, device: str) -> dict:
 
 def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores: np.ndarray,
               seconds_per_image: np.ndarray, samples: dict, model_record: dict, metric_params: dict,
-              attrs: dict) -> xr.Dataset:
+              attrs: dict, model_kind: str = "", not_applicable: list[str] | None = None) -> xr.Dataset:
     """Assemble one cube for a single data set and model.
 
     Parameters
     ----------
+    model, model_kind : the model's label (``ModelConfig.label``) and registered kind
     methods, metrics : lists of ``ExplainerSpec`` / ``MetricSpec`` in cube order
     scores : (method, metric, sample) float array
     seconds_per_image : (method,) float array
+    not_applicable : (method,) why each method could not run on the model ("" where it ran); default all ran
     samples : per-sample arrays: sample_id, label, finding, box_area_fraction, probability, correct
     model_record : the model's record from ``load_or_train`` (test accuracy/AUROC, digest)
     metric_params : metric name -> dict of the parameters it was called with
@@ -85,7 +89,7 @@ def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores:
     per_model_sample = {name: (("dataset", "model", "sample"), np.asarray(samples[name])[None, None])
                         for name in ("probability", "correct")}
     coords = {
-        "dataset": [dataset], "model": [model],
+        "dataset": [dataset], "model": [model], "model_kind": ("model", [model_kind]),
         "explainer": [m.name for m in methods], "metric": [m.name for m in metrics],
         "sample": np.arange(n_sample),
         # which data set and where it is described: kept per data set when cubes of several sets are merged
@@ -115,10 +119,13 @@ def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores:
                         {"long_name": "model test AUROC", "units": "1"}),
         "model_accuracy": (("dataset", "model"), [[model_record["test_accuracy"]]],
                            {"long_name": "model test accuracy", "units": "1"}),
+        "model_digest": (("dataset", "model"), [[model_record.get("digest", "")]],
+                         {"long_name": "cache digest of the trained model"}),
+        "not_applicable": (("dataset", "model", "explainer"),
+                           np.asarray(not_applicable or [""] * n_method, dtype=str)[None, None],
+                           {"long_name": "why the method could not run on this model ('' where it ran)"}),
     }
-    cube = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
-    cube.attrs["model_digest"] = model_record.get("digest", "")
-    return cube
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
 
 
 def validate_cube(cube: xr.Dataset, source: str = "cube") -> None:
@@ -187,24 +194,34 @@ def load_if_current(path: str | os.PathLike, key: str, read=read_netcdf) -> xr.D
     return ds if ds.attrs.get("cache_key") == key else None
 
 
-def merge_cubes(cubes: list[xr.Dataset]) -> xr.Dataset:
-    """Combine cubes: along ``explainer`` within a data set, then along ``dataset``.
+# Per-explainer metadata coordinates: identical wherever an explainer appears, so merging keeps one copy.
+_EXPLAINER_COORDS = ("family", "citation", "long_name", "forward_passes", "backward_passes")
 
-    Cubes of one data set must share models and samples (their per-sample coordinates and model scores are
-    checked for equality). A method present in several cubes of one data set (the controls, which every chapter
-    carries) is kept once, after checking that its scores agree. Data sets with different numbers of images are
-    padded with NaN scores (and empty sample ids) up to the largest; ``summarise`` skips the padding.
+
+def merge_cubes(cubes: list[xr.Dataset]) -> xr.Dataset:
+    """Combine cubes: along ``explainer`` within a (data set, model), then along ``model``, then ``dataset``.
+
+    Cubes of one data set must share their samples (per-sample coordinates are checked for equality). A method
+    present in several cubes of one (data set, model) (the controls, which every chapter carries) is kept once,
+    after checking that its scores agree. Models with different methods (a ViT's attention methods) are aligned
+    on the union of methods; a method a model's cubes do not hold gets NaN scores and the reason "not run on
+    this model". Data sets with different numbers of images are padded with NaN scores (and empty sample ids)
+    up to the largest; ``summarise`` skips the padding.
     """
     if not cubes:
         raise ValueError("merge_cubes: no cubes given")
-    by_dataset: dict[str, list[xr.Dataset]] = {}
+    cubes = [_with_not_applicable(c) for c in cubes]
+    parts: dict[str, dict[str, list[xr.Dataset]]] = {}
     for cube in cubes:
         for dataset in cube.dataset.values:
-            by_dataset.setdefault(str(dataset), []).append(cube.sel(dataset=[dataset]))
-    merged = [_merge_explainers(parts) for parts in by_dataset.values()]
+            for model in cube.model.values:
+                parts.setdefault(str(dataset), {}).setdefault(str(model), []).append(
+                    cube.sel(dataset=[dataset], model=[model]))
+    merged = [_merge_models([_merge_explainers(p) for p in by_model.values()]) for by_model in parts.values()]
     if len(merged) == 1:
         combined = merged[0]
     else:
+        merged = _align_explainers(merged)
         n = max(m.sizes["sample"] for m in merged)
         padded = [m.reindex(sample=np.arange(n)) for m in merged]
         for m in padded:  # reindexing fills strings with NaN; NetCDF and pandas want a string there
@@ -214,8 +231,48 @@ def merge_cubes(cubes: list[xr.Dataset]) -> xr.Dataset:
             warnings.simplefilter("ignore", FutureWarning)
             combined = xr.concat(padded, dim="dataset", data_vars="minimal", coords="different", compat="equals",
                                  join="outer", combine_attrs="drop_conflicts")
+        combined["not_applicable"] = combined.not_applicable.fillna(NOT_RUN).astype(str)
     combined.attrs["sources"] = json.dumps([c.attrs.get("source_file", c.attrs.get("chapter", "?")) for c in cubes])
     return combined
+
+
+NOT_RUN = "not run on this model"
+
+
+def _with_not_applicable(cube: xr.Dataset) -> xr.Dataset:
+    if "not_applicable" in cube:
+        return cube
+    shape = (cube.sizes["dataset"], cube.sizes["model"], cube.sizes["explainer"])
+    return cube.assign(not_applicable=(("dataset", "model", "explainer"), np.full(shape, "", dtype=object)))
+
+
+def _align_explainers(parts: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Reindex every part on the union of explainers (in order of appearance), carrying each explainer's metadata
+    from the part that holds it; the added methods get NaN scores and ``NOT_RUN``."""
+    names = list(dict.fromkeys(n for p in parts for n in p.explainer.values.tolist()))
+    if all(p.explainer.values.tolist() == names for p in parts):
+        return parts
+    meta = {}
+    for p in parts:
+        for i, name in enumerate(p.explainer.values.tolist()):
+            meta.setdefault(name, {c: p[c].values[i] for c in _EXPLAINER_COORDS})
+    aligned = []
+    for p in parts:
+        p = p.drop_vars(list(_EXPLAINER_COORDS)).reindex(explainer=names)
+        p["not_applicable"] = p.not_applicable.fillna(NOT_RUN).astype(str)
+        aligned.append(p.assign_coords({c: ("explainer", [meta[n][c] for n in names]) for c in _EXPLAINER_COORDS}))
+    return aligned
+
+
+def _merge_models(parts: list[xr.Dataset]) -> xr.Dataset:
+    """Concatenate the cubes of several models of one data set along ``model``."""
+    if len(parts) == 1:
+        return parts[0]
+    parts = _align_explainers(parts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return xr.concat(parts, dim="model", data_vars="minimal", coords="minimal", compat="equals",
+                         join="outer", combine_attrs="drop_conflicts")
 
 
 def _merge_explainers(cubes: list[xr.Dataset]) -> xr.Dataset:

@@ -1,7 +1,9 @@
 """Run profiles: how big every piece of the benchmark is.
 
 ``smoke`` is for tests and nbval (seconds per chapter), ``quick`` is the default book build on a 2-core CPU,
-``full`` is meant for a GPU. A chapter's ``parameters`` cell names the profile; papermill injects it.
+``full`` is meant for one GPU (``--device cuda``): 256 px, five times the training images and a larger explained
+set, sized so that the GPU's larger batches (``medlit.device``) keep the whole book well under an hour; that
+sizing is an estimate from the quick profile's pass counts, not yet a measured build. A chapter's ``parameters`` cell names the profile; papermill injects it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Leaderboards from cubes: means, bootstrap intervals, and the paired comparison with a control."""
+"""Leaderboards from cubes: means, bootstrap intervals, and the paired comparison with a control; the other
+tables the chapters show (cost, data, studies) and the prose they compute from tables."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def summarise(cube: xr.Dataset, *, baseline: str = "centre_prior", level: float 
     from ``baseline`` with its CI, signed so that positive always means "better than the baseline".
 
     Tables are for readers, so the explainer's column is called ``method`` there.
-    ``beats_baseline`` is True when the whole interval of that signed difference lies above 0.
+    ``beats_baseline`` is True when the whole interval of that signed difference lies above 0. A method the model
+    could not serve has ``applicable`` False, NaN scores and the reason in ``not_applicable``.
     With ``by`` (a per-sample coordinate such as ``"finding"``), rows are computed per group of images.
     """
     replicates = replicates or _replicates(cube)
@@ -58,9 +60,11 @@ def _rows(block: xr.Dataset, metric: str, keep: np.ndarray, baseline: str, repli
     for method in block.explainer.values:
         values = block.score.sel(explainer=method, metric=metric).values[keep]
         mean, low, high, n = bootstrap_mean_ci(values, replicates=replicates, level=level)
+        reason = str(block.not_applicable.sel(explainer=method).values) if "not_applicable" in block else ""
         row = key | {"method": method, "metric": metric, "family": str(block.family.sel(explainer=method).values),
                      "direction": direction, "mean": mean, "ci_low": low, "ci_high": high, "n": n,
-                     "seconds_per_image": float(block.seconds_per_image.sel(explainer=method))}
+                     "seconds_per_image": float(block.seconds_per_image.sel(explainer=method)),
+                     "applicable": reason == "", "not_applicable": reason}
         if base is not None and method != baseline:
             d, dlo, dhi, _ = paired_bootstrap_difference(sign * values, sign * base, replicates=replicates,
                                                          level=level)
@@ -80,13 +84,16 @@ def model_table(cube: xr.Dataset) -> pd.DataFrame:
 def leaderboard(summary: pd.DataFrame, metrics: list[str] | None = None, digits: int = 3) -> pd.DataFrame:
     """A wide table: methods as rows, one "mean [low, high]" column per metric, best first on the first metric.
 
-    Where a metric was undefined (NaN) for some images, the cell ends with "n=k" images actually averaged.
+    Where a metric was undefined (NaN) for some images, the cell ends with "n=k" images actually averaged; a
+    method the model could not serve reads "not applicable" and is listed last.
     """
     table = summary if metrics is None else summary[summary.metric.isin(metrics)]
     fmt = f"{{:.{digits}f}}"
     full = table.groupby(["dataset", "model"])["n"].transform("max")
 
     def cell(r):
+        if not r.get("applicable", True):
+            return "not applicable"
         text = (f"{fmt.format(r['mean'])} [{fmt.format(r['ci_low'])}, {fmt.format(r['ci_high'])}]"
                 if np.isfinite(r["ci_low"]) else fmt.format(r["mean"]))
         return text + (f" n={r['n']}" if r["n"] < r["full"] else "")
@@ -103,7 +110,7 @@ def leaderboard(summary: pd.DataFrame, metrics: list[str] | None = None, digits:
     order_of_set = {d: i for i, d in enumerate(dict.fromkeys(table.dataset))}
     keys = (sign * ranking["mean"]).rename("score").reset_index()
     keys["set_order"] = keys.dataset.map(order_of_set)
-    keys = keys.sort_values(["set_order", "model", "score"], ascending=[True, True, False])
+    keys = keys.sort_values(["set_order", "model", "score"], ascending=[True, True, False], na_position="last")
     wide = wide.loc[pd.MultiIndex.from_frame(keys[["dataset", "model", "method"]])]
     wide.columns.name = None
     return wide.reset_index()
@@ -112,15 +119,22 @@ def leaderboard(summary: pd.DataFrame, metrics: list[str] | None = None, digits:
 def verdicts(summary: pd.DataFrame, long_names: dict[str, str] | None = None, baseline: str = "the centre prior"
              ) -> str:
     """A Markdown list, one line per non-control method: the metrics on which it beats the baseline, and those
-    on which it does not (``beats_baseline`` from ``summarise``)."""
+    on which it does not (``beats_baseline`` from ``summarise``); per data set, and per model where a data set has
+    several. A method the model could not serve is said to be not applicable, with the reason."""
     long_names = long_names or {}
-    datasets = list(dict.fromkeys(summary.dataset)) if "dataset" in summary else [None]
+    several_models = {"dataset", "model"} <= set(summary) and summary.groupby("dataset").model.nunique().max() > 1
+    keys = ["dataset", "model"] if several_models else ["dataset"]
+    groups = list(summary.groupby(keys, sort=False)) if "dataset" in summary else [((None,), summary)]
     lines = []
-    for dataset in datasets:
-        rows_of_set = summary if dataset is None else summary[summary.dataset == dataset]
-        if len(datasets) > 1:
-            lines.append(f"\nOn **{dataset}**:\n")
+    for key, rows_of_set in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        if len(groups) > 1:
+            lines.append(f"\nOn **{key[0]}**" + (f", model **{key[1]}**" if len(key) > 1 else "") + ":\n")
         for method, rows in rows_of_set[rows_of_set.family != "control"].groupby("method", sort=False):
+            if "applicable" in rows and not rows.applicable.all():
+                lines.append(f"- **{long_names.get(method, method)}**: not applicable "
+                             f"({rows.not_applicable.iloc[0]}).")
+                continue
             won = rows[rows.beats_baseline].metric.tolist()
             lost = rows[~rows.beats_baseline].metric.tolist()
             lines.append(f"- **{long_names.get(method, method)}** beats {baseline} on "
@@ -142,3 +156,245 @@ def ranking_agreement(summary: pd.DataFrame, metric: str) -> tuple[pd.DataFrame,
         return wide, float("nan")
     pair = wide[datasets[:2]].dropna()
     return wide, float(pair[datasets[0]].rank().corr(pair[datasets[1]].rank()))
+
+
+# --- tables the chapters show -------------------------------------------------------------------------------
+
+
+def cost_table(cube: xr.Dataset) -> pd.DataFrame:
+    """What each method costs: its family, the forward and backward passes it declares, and the measured
+    seconds per explained image on each data set of ``cube``.
+
+    Parameters
+    ----------
+    cube : xr.Dataset
+        One cube or a merge of several (``medlit.cube.merge_cubes``).
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per method, cheapest first on the first data set's column ``"seconds per image, <data set>"``
+        (data set columns in alphabetical order).
+    """
+    columns = ["dataset", "model"] if cube.sizes["model"] > 1 else "dataset"  # one column per model where several
+    seconds = cube.seconds_per_image.to_dataframe().reset_index().pivot_table(
+        index="explainer", columns=columns, values="seconds_per_image")
+    if cube.sizes["model"] > 1:
+        seconds.columns = [f"{d}, {m}" for d, m in seconds.columns]
+    cost = pd.DataFrame({"method": cube.explainer.values, "family": cube.family.values,
+                         "forward passes": cube.forward_passes.values, "backward passes": cube.backward_passes.values})
+    cost = cost.join(seconds.add_prefix("seconds per image, "), on="method")
+    return cost.sort_values(cost.columns[-len(seconds.columns)]).reset_index(drop=True)
+
+
+def explained_sets_table(prepared_sets: dict) -> pd.DataFrame:
+    """One row per data set a chapter scores: its kind (the generator, or "real data"), how many images are
+    explained and the model's test AUROC.
+
+    Parameters
+    ----------
+    prepared_sets : dict
+        Data set name -> ``medlit.benchmark.Prepared``, as ``run_chapter`` returns them.
+    """
+    return pd.DataFrame([{"data set": name, "kind": p.splits["test"].attrs.get("generator", "real data"),
+                          "explained images": len(p.explained), "model test AUROC": p.record["test_auroc"]}
+                         for name, p in prepared_sets.items()])
+
+
+def class_balance(splits: dict) -> pd.DataFrame:
+    """Image counts per split (rows) and finding type (columns) of a data set's ``splits``."""
+    counts = pd.DataFrame([{"split": name, "finding": f} for name, s in splits.items() for f in s.meta["finding"]])
+    return counts.value_counts(["split", "finding"]).unstack(fill_value=0)
+
+
+def box_areas(data, label: str = "finding") -> pd.DataFrame:
+    """Per image of the SampleSet ``data``: its finding type (in column ``label``), its number of boxes and the
+    fraction of the image its boxes cover."""
+    return pd.DataFrame({label: data.meta["finding"],
+                         "boxes": (~np.isnan(data.boxes[..., 0].numpy())).sum(1),
+                         "box area fraction": data.box_masks().float().mean(dim=(1, 2)).numpy()})
+
+
+def box_size_table(areas: pd.DataFrame, by: str = "finding") -> pd.DataFrame:
+    """Per finding type of a ``box_areas`` table: images, mean boxes per image and median box area fraction."""
+    return areas.groupby(by).agg(images=("boxes", "size"), boxes_per_image=("boxes", "mean"),
+                                 median_box_area=("box area fraction", "median"))
+
+
+def model_record_table(record: dict) -> pd.DataFrame:
+    """One row: the model's name, test AUROC, test accuracy and training time (from ``load_or_train``)."""
+    return pd.DataFrame([{"model": record["name"], "test AUROC": record["test_auroc"],
+                          "test accuracy": record["test_accuracy"], "training time (s)": record["train_seconds"]}])
+
+
+def called_positive_by_finding(model, data, threshold: float = 0.5) -> pd.DataFrame:
+    """Per finding type of the SampleSet ``data``: the fraction of images ``model`` calls positive (probability
+    at least ``threshold``; the sensitivity for findings, the false-positive rate for ``"none"``) and their
+    number."""
+    from medlit.models.training import predict_proba
+
+    called = pd.DataFrame({"finding": data.meta["finding"],
+                           "predicted positive": predict_proba(model, data.images).numpy() >= threshold})
+    return called.groupby("finding")["predicted positive"].agg(["mean", "size"]).rename(
+        columns={"mean": "fraction called positive", "size": "images"})
+
+
+def adapter_table() -> pd.DataFrame:
+    """Every real-data adapter: its name, the data set it reads, its data card and the files it expects."""
+    from medlit.data.adapters import ADAPTERS
+
+    return pd.DataFrame([{"adapter": spec.name, "data set": spec.description, "data card": spec.data_card,
+                          "annotation files": ", ".join(spec.annotation_files)} for spec in ADAPTERS.values()])
+
+
+def dataset_table(used: list[str]) -> pd.DataFrame:
+    """Every data set medlit knows: kind, description, data card, and whether it is in ``used`` (scored by the
+    method chapters)."""
+    from medlit.data import DATASETS
+
+    return pd.DataFrame([{"data set": name, "kind": DATASETS[name].kind, "description": DATASETS[name].description,
+                          "data card": DATASETS[name].data_card, "scored by the method chapters": name in used}
+                         for name in DATASETS])
+
+
+def finding_removal_table(prepared_sets: dict) -> pd.DataFrame:
+    """``medlit.studies.finding_removal`` on the test split of every embedded data set in ``prepared_sets``
+    (only generated sets know their lesion pixels exactly), indexed by data set and substrate."""
+    from medlit.studies import finding_removal
+
+    removal = pd.concat([finding_removal(p.model, p.splits["test"]).assign(**{"data set": name})
+                         for name, p in prepared_sets.items() if p.splits["test"].attrs.get("generator")])
+    return removal.set_index(["data set", "finding pixels replaced by"])
+
+
+def randomisation_curve(randomisation: xr.Dataset) -> pd.DataFrame:
+    """Mean similarity over images per (method, randomisation step, measure) of a ``cascading_randomisation``
+    result, in long form with a ``method`` column."""
+    return (randomisation.similarity.mean("sample").to_dataframe().reset_index()
+            .rename(columns={"explainer": "method"}))
+
+
+def budget_curves(study: xr.Dataset) -> pd.DataFrame:
+    """Mean score per (method, budget, metric) of a ``run_budget_study`` result, with the budget setting's value,
+    the seconds per image, and ``method`` labelled with its setting, e.g. ``"rise (n_masks)"``.
+
+    Budget slots a method did not use (it has fewer settings than the longest) are dropped.
+    """
+    key = ["explainer", "budget"]
+    curves = (study.score.mean("sample").to_dataframe().reset_index()[[*key, "metric", "score"]]
+              .merge(study.setting_value.to_dataframe().reset_index()[[*key, "setting_value"]], on=key)
+              .merge(study.seconds_per_image.to_dataframe().reset_index()[[*key, "seconds_per_image"]], on=key)
+              .dropna(subset=["setting_value"]))
+    setting = dict(zip(study.explainer.values.tolist(), study.setting.values.tolist()))
+    return curves.assign(method=curves.explainer + " (" + curves.explainer.map(setting) + ")")
+
+
+def budget_cost_table(study: xr.Dataset) -> pd.DataFrame:
+    """Seconds per image of each method at each budget setting of a ``run_budget_study`` result."""
+    curves = budget_curves(study)
+    cost = curves.drop_duplicates(["explainer", "budget"])[["method", "setting_value", "seconds_per_image"]]
+    return cost.rename(columns={"setting_value": "budget setting", "seconds_per_image": "seconds per image"})
+
+
+def cube_provenance(paths: list) -> pd.DataFrame:
+    """One row per cube file: its data set and where it came from (chapter, profile, device, commit, time)."""
+    from medlit.cube import read_cube
+
+    cubes = {p: read_cube(p) for p in paths}
+    return pd.DataFrame([{"cube": p.name, "data set": str(c.dataset.values[0]),
+                          **{k: c.attrs.get(k) for k in ("chapter", "profile", "device", "git_commit", "created")}}
+                         for p, c in cubes.items()])
+
+
+# --- prose computed from tables -------------------------------------------------------------------------------
+
+
+def best_versus_lines(summary: pd.DataFrame, metric: str = "pointing_game", long_names: dict | None = None,
+                      reference: str = "gradcam", controls: tuple = ("random", "centre_prior"),
+                      baseline: str = "centre_prior", baseline_name: str = "the centre prior") -> str:
+    """A Markdown list, one line per data set: the best method on ``metric`` (neither ``reference`` nor a
+    control) beside ``reference`` and ``baseline``.
+
+    Parameters
+    ----------
+    summary : pd.DataFrame
+        Rows of ``summarise`` (one model per data set).
+    metric : str
+        A hit-rate metric (the line reads "hits 0.80 of the images").
+    long_names : dict, optional
+        Method -> the name written in the text; methods not in it are written as they are.
+    reference, controls, baseline, baseline_name
+        The method the best is compared with, the methods that cannot be "best", and the control shown last.
+    """
+    long_names = long_names or {}
+    lines = []
+    for name, rows in summary[summary.metric == metric].groupby("dataset", sort=False):
+        scores = rows.set_index("method")["mean"]
+        best = scores.drop([reference, *controls]).idxmax()
+        lines.append(f"- **{name}**: {long_names.get(best, best)} hits {scores[best]:.2f} of the images, "
+                     f"{long_names.get(reference, reference)} {scores[reference]:.2f}, "
+                     f"{baseline_name} {scores[baseline]:.2f}.")
+    return "\n".join(lines)
+
+
+def randomisation_sentence(verdict: pd.DataFrame, summary: pd.DataFrame, long_names: dict | None = None,
+                           metric: str = "pointing_game") -> str:
+    """Markdown naming the non-control methods that fail the randomisation check (``changes`` False in
+    ``medlit.studies.sanity_verdict``) and whether the best localiser by ``metric`` (over all rows of
+    ``summary``) is one of them."""
+    long_names = long_names or {}
+    failing = [m for m, changes, family in zip(verdict.index, verdict.changes, verdict.family)
+               if not changes and family != "control"]
+    localisers = summary[(summary.metric == metric) & (summary.family != "control")]
+    best = localisers.sort_values("mean", ascending=False).method.iloc[0]
+    named = ", ".join(f"**{long_names.get(m, m)}**" for m in failing) if failing else "none"
+    return ("Methods whose maps stay similar after the whole network is randomised (they fail the check): "
+            f"{named}. The best localiser by the {metric.replace('_', ' ')}, **{long_names.get(best, best)}**, "
+            + ("fails the check: its good localisation owes much to the image itself, not only to the model."
+               if best in failing else "passes it."))
+
+
+def beats_control_lines(summary: pd.DataFrame, metrics: list[str], baseline_name: str = "the centre prior") -> str:
+    """A Markdown list, one line per (data set, metric): the non-control methods whose gain over the baseline is
+    clearly positive (``beats_baseline`` from ``summarise``), or that none is."""
+    gains = summary[(summary.family != "control") & summary.metric.isin(metrics)]
+    lines = []
+    for (dataset, metric), rows in gains.groupby(["dataset", "metric"], sort=False):
+        winners = [m for m, b in zip(rows.method, rows.beats_baseline) if b]
+        lines.append(f"- {dataset}, {metric}: " + (f"beat {baseline_name}: {', '.join(winners)}" if winners
+                                                    else f"no method beats {baseline_name}"))
+    return "\n".join(lines)
+
+
+def cam_stage_table(summary: pd.DataFrame, prepared_sets: dict, methods: list[str], metrics: list[str],
+                    digits: int = 3) -> pd.DataFrame:
+    """CAM methods read at each feature stage, beside the grid that stage has: one row per (data set, method,
+    stage), one "mean [low, high]" column per metric.
+
+    Parameters
+    ----------
+    summary : rows of ``summarise`` holding ``methods`` and their stage variants (``gradcam_stage-1``, ...)
+    prepared_sets : data set -> ``Prepared``, whose model gives each stage's grid on an explained image
+    methods : the CAM methods' names at the last stage (``"gradcam"``, ...)
+    """
+    from medlit.explain.registry import stage_name
+    from medlit.models.capabilities import CAM_STAGES
+    from medlit.models.inspect import feature_grid
+
+    fmt = f"{{:.{digits}f}}"
+    rows = []
+    for dataset, prepared in prepared_sets.items():
+        x = prepared.explained.images[:1].to(prepared.device)
+        grids = {stage: "{} x {}".format(*feature_grid(prepared.model, x, stage)) for stage in CAM_STAGES}
+        for method in methods:
+            for stage in CAM_STAGES:
+                name = stage_name(method, stage)
+                picked = summary[(summary.dataset == dataset) & (summary.method == name)].set_index("metric")
+                if picked.empty:
+                    continue
+                row = {"data set": dataset, "method": method, "stage": stage, "feature grid": grids[stage]}
+                for metric in metrics:
+                    r = picked.loc[metric]
+                    row[metric] = f"{fmt.format(r['mean'])} [{fmt.format(r['ci_low'])}, {fmt.format(r['ci_high'])}]"
+                rows.append(row)
+    return pd.DataFrame(rows)

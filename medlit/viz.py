@@ -1,4 +1,5 @@
-"""Figures: galleries of images and maps with boxes drawn, and altair charts of cube summaries."""
+"""Figures: galleries of images and maps with boxes drawn (and the maps they show), and one altair chart per
+figure of the chapters."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from medlit.data.sample import SampleSet
+from medlit.summary import budget_curves, randomisation_curve
 
 BOX_COLOUR = "#00e5ff"
 
@@ -122,3 +124,97 @@ def per_dataset(table: pd.DataFrame, render, datasets: list[str] | None = None) 
     for name in datasets or list(dict.fromkeys(table.dataset)):
         display(Markdown(dataset_caption(name)))
         display(render(table[table.dataset == name]))
+
+
+# --- galleries ------------------------------------------------------------------------------------------------
+
+
+def explain_examples(prepared, methods: list[str], n: int = 4) -> tuple[SampleSet, dict[str, torch.Tensor]]:
+    """Explain the first ``n`` explained images of ``prepared`` for the positive class with each method.
+
+    Parameters
+    ----------
+    prepared : medlit.benchmark.Prepared
+        The data set and model (``prepared.explained`` gives the images, ``prepared.model`` the model).
+    methods : list of str
+        Explainer names, in the order the gallery shows them.
+    n : int
+        How many images (fewer when fewer are explained).
+
+    Returns
+    -------
+    shown : SampleSet
+        The images explained.
+    maps : dict
+        Method name -> (n, H, W) maps, ready for ``map_gallery``.
+    """
+    from medlit.explain import explain_batched
+    from medlit.explain.targets import positive_class
+
+    shown = prepared.explained.subset(slice(0, n))
+    target = positive_class(len(shown))
+    return shown, {name: explain_batched(name, prepared.model, shown.images, target)[0] for name in methods}
+
+
+# --- charts ---------------------------------------------------------------------------------------------------
+
+
+def box_area_chart(areas: pd.DataFrame) -> alt.Chart:
+    """Histogram of the box area fraction, coloured by finding type, of a ``medlit.summary.box_areas`` table."""
+    return alt.Chart(areas).mark_bar().encode(
+        x=alt.X("box area fraction:Q", bin=alt.Bin(maxbins=30)), y="count()", color="finding:N"
+    ).properties(width=480, height=200)
+
+
+def training_curve_chart(history) -> alt.Chart:
+    """Validation AUROC per epoch, from a model record's ``history`` (list of per-epoch dicts or a DataFrame)."""
+    return alt.Chart(pd.DataFrame(history)).mark_line(point=True).encode(
+        x="epoch:Q", y=alt.Y("val_auroc:Q", scale=alt.Scale(zero=False), title="validation AUROC")
+    ).properties(width=420, height=200)
+
+
+def randomisation_chart(randomisation, methods: list[str]) -> alt.FacetChart:
+    """Mean similarity to the trained model's map as layers are randomised, one line per method (coloured in
+    the order of ``methods``), one panel per similarity measure, from ``cascading_randomisation``'s result."""
+    curve = randomisation_curve(randomisation)
+    return alt.Chart(curve).mark_line(point=True).encode(
+        x=alt.X("randomised:N", sort=list(randomisation.randomised.values),
+                title="layers randomised (cumulative, from the output)"),
+        y=alt.Y("similarity:Q", title="similarity to the trained model's map", scale=alt.Scale(domain=[-1, 1])),
+        color=alt.Color("method:N", sort=methods, scale=alt.Scale(scheme="tableau20")),
+        tooltip=["method", "randomised", alt.Tooltip("similarity:Q", format=".3f")],
+    ).properties(width=300, height=220).facet(column=alt.Column("measure:N", title=None))
+
+
+def boundary_distance_chart(stability: pd.DataFrame) -> alt.Chart:
+    """One tick per image at its signed first-order distance to the decision boundary, a row per finding type,
+    coloured by whether the model classifies it correctly (a ``stability_table`` with a ``finding`` column)."""
+    table = stability.assign(correct=stability.label == stability.predicted)
+    return alt.Chart(table).mark_tick(thickness=2, size=14).encode(
+        x=alt.X("boundary_distance:Q", title="first-order distance to the decision boundary (signed)"),
+        y=alt.Y("finding:N", title=None), color=alt.Color("correct:N", title="classified correctly"),
+        tooltip=["finding", alt.Tooltip("boundary_distance:Q", format=".3f"), alt.Tooltip("sigma_1:Q", format=".3f")],
+    ).properties(width=460, height=alt.Step(28))
+
+
+def budget_chart(study) -> alt.FacetChart:
+    """Mean score against the budget setting (log scale), one line per metric, one panel per method, from
+    ``run_budget_study``'s result (see ``medlit.summary.budget_curves``)."""
+    return alt.Chart(budget_curves(study)).mark_line(point=True).encode(
+        x=alt.X("setting_value:Q", scale=alt.Scale(type="log"), title="budget setting"),
+        y=alt.Y("score:Q", title="mean score"), color=alt.Color("metric:N"),
+        tooltip=["method", "metric", "setting_value", alt.Tooltip("score:Q", format=".3f"),
+                 alt.Tooltip("seconds_per_image:Q", format=".3f")],
+    ).properties(width=170, height=150).facet(facet=alt.Facet("method:N", title=None), columns=4
+    ).resolve_scale(x="independent")
+
+
+def ranking_scatter(wide: pd.DataFrame, first: str, second: str, metric: str = "pointing game") -> alt.Chart:
+    """Each method placed by its mean ``metric`` on data set ``first`` (x) and ``second`` (y), coloured by family
+    (the wide table of ``medlit.summary.ranking_agreement``)."""
+    return alt.Chart(wide).mark_point(filled=True, size=60).encode(
+        x=alt.X(f"{first}:Q", title=f"{metric}, {first}", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y(f"{second}:Q", title=f"{metric}, {second}", scale=alt.Scale(domain=[0, 1])),
+        color="family:N",
+        tooltip=["method", alt.Tooltip(f"{first}:Q", format=".3f"), alt.Tooltip(f"{second}:Q", format=".3f")],
+    ).properties(width=320, height=320)

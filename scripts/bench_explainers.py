@@ -1,6 +1,7 @@
 """Cost of every registered explainer against the cost of its forward/backward passes (run by hand).
 
-    .venv/bin/python scripts/bench_explainers.py [--size 128] [--images 64] [--batch-size 32] [--methods a b ...]
+    .venv/bin/python scripts/bench_explainers.py [--size 128] [--images 64] [--batch-size 32] [--model resnet10]
+                                                 [--methods a b ...]
 
 For each method: seconds per image (best of ``--repeats``), and the ratio to its pass bound, the time the
 forward and backward passes it declares in the registry take on the same model, inputs and batch size,
@@ -16,8 +17,8 @@ import time
 import torch
 
 from medlit.data.phantom import make_cxr_phantom
-from medlit.explain import EXPLAINERS, explain_batched
-from medlit.models import ModelConfig, build_model
+from medlit.explain import EXPLAINERS, explain_batched, not_applicable_reason, positive_class
+from medlit.models import MODEL_KINDS, ModelConfig, build_model
 
 
 def best_of(fn, repeats: int) -> float:
@@ -52,20 +53,24 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", default="resnet10", choices=MODEL_KINDS.names(), help="a registered model kind")
     parser.add_argument("--methods", nargs="*", default=None)
     args = parser.parse_args()
 
     model = build_model(ModelConfig(dataset="cxr-phantom", image_size=args.size, n_train=1, n_val=1, epochs=1,
-                                    batch_size=args.batch_size)).eval()
+                                    batch_size=args.batch_size, arch=args.model)).eval()
     data = make_cxr_phantom(args.images, size=args.size, seed=1, split="test", prevalence=1.0)
-    x, target = data.images, torch.ones(args.images, dtype=torch.long)
+    x, target = data.images, positive_class(args.images)
     fwd, bwd = pass_costs(model, x, args.batch_size, args.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images at {args.size} px, "
-          f"batch {args.batch_size}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model}, {args.images} images at "
+          f"{args.size} px, batch {args.batch_size}")
     print(f"one forward: {fwd * 1e3:.2f} ms/image; one backward: {bwd * 1e3:.2f} ms/image\n")
     print(f"{'method':26s} {'family':12s} {'fwd':>4s} {'bwd':>4s} {'s/image':>9s} {'bound s/image':>13s} {'ratio':>7s}")
     for name in args.methods or EXPLAINERS.names():
         spec = EXPLAINERS[name]
+        if not_applicable_reason(name, model):
+            print(f"{name:26s} {spec.family:12s} not applicable: {not_applicable_reason(name, model)}")
+            continue
         seconds = best_of(lambda: explain_batched(name, model, x, target, batch_size=args.batch_size),
                           args.repeats) / args.images
         bound = spec.forward_passes * fwd + spec.backward_passes * bwd

@@ -39,7 +39,7 @@ from torch import nn
 from medlit.data.phantom import make_cxr_phantom
 from medlit.explain import EXPLAINERS
 from medlit.metrics import deletion_auc, insertion_auc, insertion_deletion_curves, step_counts
-from medlit.metrics.faithfulness import gaussian_blur
+from medlit.perturbation import gaussian_blur
 from medlit.models import ModelConfig, build_model
 
 METHODS = ("occlusion", "rise", "kernel_shap", "lime", "scorecam", "feature_ablation")
@@ -110,7 +110,7 @@ def feature_channels(model, x: torch.Tensor) -> int:
     def hook(module, inputs, output) -> None:
         got["c"] = output.shape[1]
 
-    handle = model.feature_layer.register_forward_hook(hook)
+    handle = model.feature_layers["last"].register_forward_hook(hook)
     with torch.no_grad():
         model(x[:1])
     handle.remove()
@@ -196,7 +196,7 @@ def scorecam_loop(model, x, target):
     def hook(module, inputs, output) -> None:
         feats["a"] = output
 
-    handle = model.feature_layer.register_forward_hook(hook)
+    handle = model.feature_layers["last"].register_forward_hook(hook)
     maps = []
     try:
         for i in range(b):

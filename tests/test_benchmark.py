@@ -28,7 +28,7 @@ def test_run_methods_writes_a_complete_cube_and_reuses_it(prepared, monkeypatch,
     assert np.isfinite(ranked.values).all() and ((ranked >= 0) & (ranked <= 1)).all()
     energy = cube.score.sel(metric="energy_pointing_game").values  # NaN only for a map with no positive part
     assert ((energy[np.isfinite(energy)] >= 0) & (energy[np.isfinite(energy)] <= 1)).all()
-    path = tmp_path / "smoke" / "cubes" / "t--cxr-phantom.nc"
+    path = tmp_path / "smoke" / "cubes" / "t--cxr-phantom--resnet10.nc"
     stamp = path.stat().st_mtime_ns
     again = run_methods(prepared, methods, chapter="t", progress=False)
     assert path.stat().st_mtime_ns == stamp, "an up-to-date cube must be reused, not rewritten"
@@ -39,12 +39,12 @@ def test_run_methods_writes_a_complete_cube_and_reuses_it(prepared, monkeypatch,
 
 def test_an_unreadable_cube_is_set_aside_and_recomputed(prepared, monkeypatch, tmp_path):
     monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path))
-    path = tmp_path / "smoke" / "cubes" / "t--cxr-phantom.nc"
+    path = tmp_path / "smoke" / "cubes" / "t--cxr-phantom--resnet10.nc"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="t--cxr-phantom.nc"):
+    with pytest.warns(UserWarning, match="t--cxr-phantom--resnet10.nc"):
         cube = run_methods(prepared, ["random"], chapter="t", progress=False)
-    assert (path.parent / "t--cxr-phantom.nc.unreadable").read_bytes() == b"truncated"
+    assert (path.parent / "t--cxr-phantom--resnet10.nc.unreadable").read_bytes() == b"truncated"
     assert list(cube.explainer.values) == ["random"]
 
 
@@ -54,7 +54,7 @@ def test_unknown_method_is_named(prepared):
 
 
 def test_budget_study_scores_every_setting_and_is_cached(prepared, monkeypatch, tmp_path):
-    from medlit.benchmark import run_budget_study
+    from medlit.studies import run_budget_study
 
     monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path))
     budgets = {"centre_prior": ("sigma_fraction", [0.1, 0.25, 0.5])}
@@ -64,7 +64,7 @@ def test_budget_study_scores_every_setting_and_is_cached(prepared, monkeypatch, 
     assert list(ds.setting_value.values[0]) == [0.1, 0.25, 0.5]
     energy = ds.score.sel(metric="energy_pointing_game").mean("sample").values[0]
     assert energy[0] != energy[2], "the setting must reach the explainer"
-    path = tmp_path / "smoke" / "checks" / "t_budget.nc"
+    path = tmp_path / "smoke" / "checks" / "t--budget--cxr-phantom--resnet10.nc"
     stamp = path.stat().st_mtime_ns
     run_budget_study(prepared, budgets, chapter="t", metrics=("pointing_game", "energy_pointing_game"),
                      progress=False)
@@ -108,10 +108,11 @@ def test_a_real_data_set_runs_through_the_chapter_pipeline_beside_the_embedded_o
     assert list(cube.dataset.values) == datasets
     assert list(cube.dataset_kind.values) == ["embedded", "embedded", "real"]
     assert str(cube.data_card.sel(dataset="coco").values) == "coco_boxes.md"
-    real = read_cube(tmp_path / "results" / "smoke" / "cubes" / "t--coco.nc")
+    real = read_cube(tmp_path / "results" / "smoke" / "cubes" / "t--coco--resnet10.nc")
     assert real.attrs["dataset_kind"] == "real" and len(real.attrs["dataset_fingerprint"]) == 16
     n_real = len(prepared["coco"].explained)
     assert 0 < n_real == real.sizes["sample"] and (real.label.values == 1).all()
     assert [p.name for p in chapter_cube_paths("smoke", f"coco={tmp_path / 'coco'}")] == [
-        "t--cxr-phantom.nc", "t--fundus-lesions.nc", "t--coco.nc"]
-    assert [p.name for p in chapter_cube_paths("smoke")] == ["t--cxr-phantom.nc", "t--fundus-lesions.nc"]
+        "t--cxr-phantom--resnet10.nc", "t--fundus-lesions--resnet10.nc", "t--coco--resnet10.nc"]
+    assert [p.name for p in chapter_cube_paths("smoke")] == ["t--cxr-phantom--resnet10.nc",
+                                                             "t--fundus-lesions--resnet10.nc"]

@@ -11,7 +11,7 @@ from medlit.explain import EXPLAINERS
 from medlit.metrics import METRICS
 
 
-def cube_for(methods, seed=0, n=5, dataset="cxr-phantom"):
+def cube_for(methods, seed=0, n=5, dataset="cxr-phantom", model="m", not_applicable=None):
     rng = np.random.default_rng(seed)
     metrics = ["pointing_game", "deletion_auc"]
     scores = rng.random((len(methods), len(metrics), n))
@@ -19,7 +19,11 @@ def cube_for(methods, seed=0, n=5, dataset="cxr-phantom"):
     samples = {"sample_id": [f"s{i}" for i in range(n)], "label": np.ones(n, int), "finding": ["nodule"] * n,
                "box_area_fraction": np.full(n, 0.01), "probability": np.linspace(0.2, 0.9, n),
                "correct": np.linspace(0.2, 0.9, n) >= 0.5}
-    return make_cube(dataset=dataset, model="m", methods=[EXPLAINERS[m] for m in methods],
+    if not_applicable:
+        scores[[methods.index(m) for m in not_applicable]] = np.nan
+    reasons = [f"needs x, which {model} does not offer" if m in (not_applicable or []) else "" for m in methods]
+    return make_cube(dataset=dataset, model=model, model_kind=model, not_applicable=reasons,
+                     methods=[EXPLAINERS[m] for m in methods],
                      metrics=[METRICS[m] for m in metrics], scores=scores, seconds_per_image=np.ones(len(methods)),
                      samples=samples, model_record={"test_auroc": 0.9, "test_accuracy": 0.8, "digest": "abc"},
                      metric_params={"pointing_game": {"tolerance_px": 7.5}},
@@ -91,3 +95,41 @@ def test_merge_stacks_data_sets_of_different_sizes_and_summaries_skip_the_paddin
     by = summarise(merged, replicates=50, by="finding")
     assert set(by.finding) == {"nodule"}, "padded samples must not form a group of their own"
     write_cube(merged, tmp_path / "merged.nc")  # a merged cube is still a valid, writable cube
+
+
+def test_cubes_of_several_models_merge_along_model_with_the_union_of_methods(tmp_path):
+    """A second model with another method set (as a ViT will have): aligned on the union of methods; a method
+    its cubes lack is NaN with the reason 'not run on this model'; not-applicable reasons survive NetCDF."""
+    cnn = merge_cubes([cube_for(["gradcam", "random"], model="cnn"), cube_for(["occlusion", "random"], model="cnn")])
+    vit = cube_for(["saliency", "gradcam", "random"], seed=1, model="vit", not_applicable=["gradcam"])
+    vit = read_cube(write_cube(vit, tmp_path / "vit.nc"))
+    merged = merge_cubes([cnn, vit])
+    assert list(merged.model.values) == ["cnn", "vit"]
+    assert set(merged.explainer.values) == {"gradcam", "random", "occlusion", "saliency"}
+    reasons = merged.not_applicable.sel(dataset="cxr-phantom")
+    assert str(reasons.sel(model="vit", explainer="gradcam").values).startswith("needs x")
+    assert str(reasons.sel(model="vit", explainer="occlusion").values) == "not run on this model"
+    assert str(reasons.sel(model="cnn", explainer="saliency").values) == "not run on this model"
+    assert str(reasons.sel(model="cnn", explainer="gradcam").values) == ""
+    assert np.isnan(merged.score.sel(model="vit", explainer="occlusion")).all()
+    np.testing.assert_array_equal(merged.score.sel(model="cnn", explainer="occlusion").values[0],
+                                  cnn.score.sel(explainer="occlusion").values[0, 0])
+    assert str(merged.family.sel(explainer="saliency").values) == "gradient"
+    assert list(merged.model_kind.values) == ["cnn", "vit"]
+    validate_cube(merged)
+    write_cube(merged, tmp_path / "merged.nc")  # the merged cube is itself a valid cube
+
+
+def test_not_applicable_methods_read_as_such_in_every_table():
+    from medlit.summary import cost_table, leaderboard, summarise, verdicts
+
+    cube = cube_for(["gradcam", "saliency", "centre_prior"], model="vit", not_applicable=["gradcam"])
+    summary = summarise(cube, replicates=50)
+    assert not summary[summary.method == "gradcam"].applicable.any()
+    assert summary[summary.method == "saliency"].applicable.all()
+    board = leaderboard(summary)
+    assert board.method.iloc[-1] == "gradcam", "a method that could not run is listed last"
+    assert (board.iloc[-1][["pointing_game", "deletion_auc"]] == "not applicable").all()
+    assert "**gradcam**: not applicable (needs x, which vit does not offer)" in verdicts(summary)
+    assert "saliency** beats" in verdicts(summary)
+    assert len(cost_table(cube)) == 3

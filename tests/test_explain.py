@@ -6,26 +6,44 @@ import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
-from medlit.explain import EXPLAINERS, explain_batched
+from medlit.explain import EXPLAINERS, NotApplicable, explain_batched
+from medlit.models import MODEL_KINDS, ModelConfig, build_model
 
 
-@pytest.mark.parametrize("name", EXPLAINERS.names())
-def test_contract_shape_dtype_and_batch_equals_loop(name, tiny_model, squares):
+def tiny_instance(kind: str, in_channels: int = 1):
+    """A small untrained model of registered kind ``kind`` for 32 px images."""
+    return build_model(ModelConfig(dataset="squares", image_size=32, n_train=8, n_val=8, epochs=1, batch_size=8,
+                                   arch=kind, in_channels=in_channels)).eval()
+
+
+# Every (explainer, model kind) pair the kind can serve: a new method or model kind is tested once registered.
+SERVED = [(name, kind) for kind in MODEL_KINDS.names() for name in EXPLAINERS.names()
+          if set(EXPLAINERS[name].needs) <= MODEL_KINDS[kind].capabilities]
+UNSERVED = [(name, kind) for kind in MODEL_KINDS.names() for name in EXPLAINERS.names()
+            if not set(EXPLAINERS[name].needs) <= MODEL_KINDS[kind].capabilities]
+
+
+@pytest.mark.parametrize("name,kind", SERVED)
+def test_contract_shape_dtype_and_batch_equals_loop(name, kind, squares):
+    model = tiny_instance(kind)
     x, target = squares.images[:4], torch.ones(4, dtype=torch.long)
-    maps = EXPLAINERS[name].fn(tiny_model, x, target)
+    maps = EXPLAINERS[name].fn(model, x, target)
     assert maps.shape == (4, 32, 32) and maps.dtype == torch.float32
     assert torch.isfinite(maps).all()
-    one_by_one = torch.cat([EXPLAINERS[name].fn(tiny_model, x[i:i + 1], target[i:i + 1]) for i in range(4)])
+    one_by_one = torch.cat([EXPLAINERS[name].fn(model, x[i:i + 1], target[i:i + 1]) for i in range(4)])
     torch.testing.assert_close(maps, one_by_one, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,kind", UNSERVED or [pytest.param("", "", marks=pytest.mark.skip("none"))])
+def test_a_method_a_model_cannot_serve_is_refused_by_name(name, kind, squares):
+    with pytest.raises(NotApplicable, match=f"{name}.*needs"):
+        explain_batched(name, tiny_instance(kind), squares.images[:2], torch.ones(2, dtype=torch.long))
 
 
 @pytest.mark.parametrize("name", EXPLAINERS.names())
 def test_colour_images_give_one_map_per_image(name):
     """The fundus set is RGB: every explainer must reduce the channels to one (H, W) map."""
-    from medlit.models import ModelConfig, build_model
-
-    model = build_model(ModelConfig(dataset="rgb", image_size=32, n_train=8, n_val=8, epochs=1, batch_size=8,
-                                    in_channels=3)).eval()
+    model = tiny_instance("resnet10", in_channels=3)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     maps = EXPLAINERS[name].fn(model, x, torch.ones(3, dtype=torch.long))
     assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32 and torch.isfinite(maps).all()
@@ -49,7 +67,7 @@ def test_gradcam_equals_its_definition(tiny_model, squares):
     """ReLU(sum_k alpha_k A_k), alpha = mean gradient, computed literally with hooks, then upsampled."""
     x, target = squares.images[:3], torch.tensor([1, 0, 1])
     store = {}
-    hook = tiny_model.feature_layer.register_forward_hook(lambda m, i, o: store.setdefault("A", o))
+    hook = tiny_model.feature_layers["last"].register_forward_hook(lambda m, i, o: store.setdefault("A", o))
     logits = tiny_model(x)
     hook.remove()
     activations = store["A"]
@@ -63,9 +81,11 @@ def test_gradcam_equals_its_definition(tiny_model, squares):
 
 def test_gradcam_equals_captum_layergradcam(tiny_model, squares):
     x, target = squares.images[:3], torch.tensor([1, 1, 0])
-    layer = LayerGradCam(tiny_model, tiny_model.feature_layer).attribute(x, target=target, relu_attributions=True)
-    expected = LayerAttribution.interpolate(layer, (32, 32), interpolate_mode="bilinear")[:, 0]
-    torch.testing.assert_close(EXPLAINERS["gradcam"].fn(tiny_model, x, target), expected.detach())
+    for name, stage in (("gradcam", "last"), ("gradcam_stage-1", "last-1"), ("gradcam_stage-2", "last-2")):
+        layer = LayerGradCam(tiny_model, tiny_model.feature_layers[stage]).attribute(x, target=target,
+                                                                                    relu_attributions=True)
+        expected = LayerAttribution.interpolate(layer, (32, 32), interpolate_mode="bilinear")[:, 0]
+        torch.testing.assert_close(EXPLAINERS[name].fn(tiny_model, x, target), expected.detach())
 
 
 def test_saliency_of_a_linear_model_is_its_weights():

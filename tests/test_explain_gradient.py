@@ -12,15 +12,15 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from medlit.explain import EXPLAINERS
-from medlit.explain.canonical import lrp_ready
+from medlit.models.resnet_lrp import lrp_ready
 from medlit.explain.gradcam_pp import gradcam_pp
 from medlit.explain.gradient_shap import gradient_shap_draws
-from medlit.explain.integrated_gradients import baseline_for, blurred, integrated_gradients_with_delta
+from medlit.explain.integrated_gradients import baseline_for, integrated_gradients_with_delta
 from medlit.explain.lrp import composite_rules, epsilon_rules, lrp_composite, lrp_epsilon, relevance
 from medlit.explain.seeding import image_normal
-from medlit.metrics.faithfulness import gaussian_blur
 from medlit.models import ModelConfig, build_model
-from medlit.models.classifier import ARCHITECTURES, Classifier
+from medlit.models.resnet import ARCHITECTURES, ResNetClassifier
+from medlit.perturbation import blurred, gaussian_blur
 
 NEW_METHODS = ["input_x_gradient", "smoothgrad", "integrated_gradients", "integrated_gradients_blur",
                "gradient_shap", "gradcam_pp", "guided_backprop", "guided_gradcam", "lrp_epsilon", "lrp_composite"]
@@ -90,7 +90,7 @@ def gradcam_pp_literal(model, image, target):
     with g = dS/dA; alpha = d2 / (2 d2 + sum_ab A_ab d3), w_k = sum_ij alpha_ij ReLU(dY/dA_ij).
     """
     store = {}
-    hook = model.feature_layer.register_forward_hook(lambda m, i, o: store.setdefault("A", o))
+    hook = model.feature_layers["last"].register_forward_hook(lambda m, i, o: store.setdefault("A", o))
     score = model(image[None])[0, target]
     hook.remove()
     A = store["A"][0]
@@ -147,7 +147,7 @@ def test_guided_gradcam_is_guided_backprop_times_gradcam(tiny_model, squares):
     x, target = squares.images[:4], torch.tensor([0, 0, 1, 0])
     guided = GuidedBackprop(tiny_model).attribute(x, target=target)
     cam = LayerAttribution.interpolate(
-        LayerGradCam(tiny_model, tiny_model.feature_layer).attribute(x, target=target, relu_attributions=True),
+        LayerGradCam(tiny_model, tiny_model.feature_layers["last"]).attribute(x, target=target, relu_attributions=True),
         (32, 32), interpolate_mode="bilinear")
     maps = EXPLAINERS["guided_gradcam"].fn(tiny_model, x, target)
     assert maps.abs().max() > 0
@@ -204,10 +204,10 @@ def test_gradient_shap_equals_captum_given_the_same_draws(tiny_model, squares, m
 # --- LRP -------------------------------------------------------------------------------------------------
 
 
-def bottleneck_model() -> Classifier:
+def bottleneck_model() -> ResNetClassifier:
     net = ResNet(block="bottleneck", layers=[1, 2, 1, 1], block_inplanes=[4, 8, 8, 8], spatial_dims=2,
                  n_input_channels=1, num_classes=2, conv1_t_stride=2)
-    return Classifier(net)
+    return ResNetClassifier(net)
 
 
 @pytest.mark.parametrize("arch", [*ARCHITECTURES, "bottleneck"])

@@ -22,7 +22,7 @@ class RegionModel(nn.Module):
 
 
 class TinyConvNet(nn.Module):
-    """A small CNN with a known ``feature_layer`` (6 channels at half resolution)."""
+    """A small CNN with a known last-stage feature map (6 channels at half resolution)."""
 
     def __init__(self):
         super().__init__()
@@ -32,8 +32,8 @@ class TinyConvNet(nn.Module):
         self.head = nn.Linear(6, 3)
 
     @property
-    def feature_layer(self):
-        return self.block
+    def feature_layers(self):
+        return {"last": self.block}
 
     def forward(self, x):
         return self.head(self.block(self.stem(x)).mean(dim=(2, 3)))

@@ -10,8 +10,8 @@ from torch import nn
 
 import medlit.explain.jacobian  # noqa: F401  (registration, whatever medlit.explain imports)
 from medlit.explain import EXPLAINERS
-from medlit.stability import (exact_singular_values, jacobian_matrix, jacobian_spectrum, local_lipschitz_ratio,
-                              stability_table)
+from medlit.studies.jacobian_stability import (exact_singular_values, jacobian_matrix, jacobian_spectrum,
+                                              local_lipschitz_ratio, stability_table)
 
 
 def small_convnet(in_channels: int = 1, classes: int = 2, seed: int = 0) -> nn.Module:

@@ -17,7 +17,6 @@ from medlit.metrics import (
     deletion_auc,
     energy_pointing_game,
     forwards_needed,
-    gaussian_blur,
     insertion_auc,
     insertion_deletion_curves,
     iou_otsu,
@@ -29,6 +28,7 @@ from medlit.metrics import (
     scaled_tolerance,
     step_counts,
 )
+from medlit.perturbation import gaussian_blur
 
 LOCALISATION = [name for name in METRICS if METRICS[name].kind == "localisation"]
 FAITHFULNESS = [name for name in METRICS if METRICS[name].kind == "faithfulness"]

@@ -32,12 +32,12 @@ from torch import nn
 from medlit.metrics import (
     auprc,
     energy_pointing_game,
-    gaussian_blur,
     insertion_deletion_curves,
     iou_otsu,
     otsu_binarise,
     pointing_game_strict,
 )
+from medlit.perturbation import gaussian_blur
 
 quantus = pytest.importorskip("quantus")
 

@@ -9,8 +9,8 @@ import xarray as xr
 from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
-from medlit.sanity import (cascading_randomisation, normalise_maps, randomisation_cascade, sanity_verdict, spearman,
-                           ssim)
+from medlit.studies.randomisation import (cascading_randomisation, normalise_maps, randomisation_cascade,
+                                          sanity_verdict, spearman, ssim)
 
 METHODS = ["saliency", "gradcam", "centre_prior", "random"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medlit.substrates import finding_removal, substrate_fills
+from medlit.studies.substrate_check import finding_removal, substrate_fills
 
 
 class BrightSpotDetector(torch.nn.Module):

@@ -35,13 +35,13 @@ The data card ``data_cards/ct_lesions.md`` describes provenance, the lesion mode
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medlit.data import seeding
 from medlit.data.sample import SampleSet, masks_to_boxes
 
 __all__ = ["make_ct_lesions", "split_seed", "load_base_slices", "BASE_SLICES", "FINDING_TYPES", "GENERATOR_VERSION",
@@ -88,9 +88,9 @@ _RESAMPLED: dict = {}  # (file name, resolution) -> (2, R, R) tensor: HU + 1024 
 
 
 def split_seed(seed: int, split: str) -> int:
-    """A stable 63-bit seed for ``(seed, split)`` (sha256, not Python's salted ``hash``)."""
-    digest = hashlib.sha256(f"medlit.ct-lesions|{int(seed)}|{split}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    """A stable 63-bit seed for ``(seed, split)`` (sha256, not Python's salted ``hash``; see
+    :func:`medlit.data.seeding.split_seed`)."""
+    return seeding.split_seed("medlit.ct-lesions", seed, split)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -468,7 +468,7 @@ def make_ct_lesions(n: int, *, size: int = 128, seed: int = 0, split: str = "tes
         starts = tqdm(starts, desc=f"{NAME} {split}", unit="chunk")
     for i0 in starts:
         sl = slice(i0, min(n, i0 + chunk))
-        gen = torch.Generator().manual_seed((root + 1_000_003 * (i0 // chunk + 1)) & ((1 << 63) - 1))
+        gen = seeding.chunk_generator(root, i0 // chunk)
         img, brain, lm = _render_chunk({k: v[sl] for k, v in P.items()}, {k: v[sl] for k, v in Ld.items()},
                                        size, gen)
         images[sl, 0], brains[sl] = img, brain

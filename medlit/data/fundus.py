@@ -25,7 +25,6 @@ The data card is ``data_cards/fundus_lesions.md``.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from functools import lru_cache
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from medlit.data import seeding
 from medlit.data.sample import SampleSet, masks_to_boxes
 
 __all__ = ["make_fundus_lesions", "LESION_TYPES", "GENERATOR_VERSION"]
@@ -69,8 +69,8 @@ EXUDATE_COLOUR = (1.0, 0.86, 0.42)
 
 
 def split_seed(seed: int, split: str) -> int:
-    digest = hashlib.sha256(f"medlit.fundus-lesions|{int(seed)}|{split}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    """A stable 63-bit seed for ``(seed, split)`` (see :func:`medlit.data.seeding.split_seed`)."""
+    return seeding.split_seed("medlit.fundus-lesions", seed, split)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ def make_fundus_lesions(n: int, *, size: int = 128, seed: int = 0, split: str = 
     starts = range(0, n, _IMAGES_PER_CHUNK)
     for c, start in enumerate(tqdm(starts, desc=f"{NAME} {split}", disable=not progress)):
         idx = np.arange(start, min(start + _IMAGES_PER_CHUNK, n))
-        gen = torch.Generator().manual_seed((root + c) & ((1 << 63) - 1))
+        gen = seeding.chunk_generator(root, c, stride=1, offset=0)  # root + c, as released (fundus v1)
         out = _render_chunk(base, P, slots, look, idx, size, gen)
         images[idx], lesion_masks[idx], anatomy[idx] = out["images"], out["masks"], out["anatomy"]
 

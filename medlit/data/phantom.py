@@ -21,13 +21,13 @@ The data card ``data_cards/cxr_phantom.md`` describes the anatomy, findings, loo
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medlit.data import seeding
 from medlit.data.sample import SampleSet, masks_to_boxes
 
 __all__ = ["make_cxr_phantom", "split_seed", "FINDING_TYPES", "GENERATOR_VERSION", "ORIGINAL_SIZE"]
@@ -59,9 +59,9 @@ _LOOKALIKE_KINDS = ("none", "nipple", "granuloma", "vessel", "bone-island")
 
 
 def split_seed(seed: int, split: str) -> int:
-    """A stable 63-bit seed for ``(seed, split)`` (sha256, not Python's salted ``hash``)."""
-    digest = hashlib.sha256(f"medlit.cxr-phantom|{int(seed)}|{split}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    """A stable 63-bit seed for ``(seed, split)`` (sha256, not Python's salted ``hash``; see
+    :func:`medlit.data.seeding.split_seed`)."""
+    return seeding.split_seed("medlit.cxr-phantom", seed, split)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -597,7 +597,7 @@ def make_cxr_phantom(n: int, *, size: int = 128, seed: int = 0, split: str = "tr
         starts = tqdm(starts, desc=f"{NAME} {split}", unit="chunk")
     for i0 in starts:
         sl = slice(i0, min(n, i0 + chunk))
-        gen = torch.Generator().manual_seed((root + 1_000_003 * (i0 // chunk + 1)) & ((1 << 63) - 1))
+        gen = seeding.chunk_generator(root, i0 // chunk)
         Pc = {k: torch.from_numpy(v[sl]).float() for k, v in P_np.items()}
         Fc = {k: (torch.from_numpy(np.asarray(v[sl])).float() if k != "type" else torch.from_numpy(v[sl]))
               for k, v in Fd_np.items() if k != "kind"}

@@ -1,12 +1,16 @@
 """Explainers: one module per method, each registering itself in ``EXPLAINERS``.
 
-To add a method, write one module with a function decorated by ``register_explainer`` and import it below.
+To add a method, write one module with a function decorated by ``register_explainer`` (``register_cam`` for a
+method read at a model's feature stages) and import it below. What every method explains is built once, in
+``medlit.explain.targets``.
 """
 
 from medlit.explain import (  # noqa: F401  (registration)
     controls, feature_ablation, gradcam, gradcam_pp, gradient_shap, guided, input_x_gradient, integrated_gradients,
     jacobian, lrp, occlusion, rise, saliency, scorecam, smoothgrad, superpixel_shap)
-from medlit.explain.registry import EXPLAINERS, ExplainerSpec, register_explainer
-from medlit.explain.run import explain_batched
+from medlit.explain.registry import EXPLAINERS, ExplainerSpec, register_cam, register_explainer
+from medlit.explain.run import NotApplicable, explain_batched, not_applicable_reason
+from medlit.explain.targets import positive_class
 
-__all__ = ["EXPLAINERS", "ExplainerSpec", "explain_batched", "register_explainer"]
+__all__ = ["EXPLAINERS", "ExplainerSpec", "NotApplicable", "explain_batched", "not_applicable_reason",
+           "positive_class", "register_cam", "register_explainer"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from captum.attr import FeatureAblation
 
-from medlit.explain.substrate import substrate_images
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
 from medlit.explain.superpixel_shap import grid_superpixels
+from medlit.perturbation import substrate_images
 
 
 # forward passes: one per superpixel (64) + the unablated image

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from captum.attr import Saliency
 
-from medlit.explain.integrated_gradients import blurred
 from medlit.explain.registry import register_explainer
+from medlit.models.capabilities import GRADIENTS
 from medlit.explain.seeding import image_generator
+from medlit.perturbation import blurred
 
 
 def gradient_shap_draws(x: torch.Tensor, n_baselines: int, n_samples: int = 16, stdev: float = 0.1,
@@ -40,7 +41,7 @@ def gradient_shap_from_draws(model, x: torch.Tensor, target: torch.Tensor, basel
 
 
 @register_explainer("gradient_shap", family="gradient", citation="lundberg2017shap", long_name="GradientSHAP",
-                    forward_passes=16, backward_passes=16)
+                    forward_passes=16, backward_passes=16, needs=(GRADIENTS,))
 def gradient_shap(model, x: torch.Tensor, target: torch.Tensor, n_samples: int = 16, stdev: float = 0.1,
                   seed: int = 0) -> torch.Tensor:
     """GradientSHAP with a black and a blurred baseline, 16 samples, input noise 0.1 of the range; channel sum.

@@ -6,10 +6,11 @@ import torch
 from captum.attr import InputXGradient
 
 from medlit.explain.registry import register_explainer
+from medlit.models.capabilities import GRADIENTS
 
 
 @register_explainer("input_x_gradient", family="gradient", citation="shrikumar2017inputxgradient",
-                    long_name="Input × Gradient", forward_passes=1, backward_passes=1)
+                    long_name="Input × Gradient", forward_passes=1, backward_passes=1, needs=(GRADIENTS,))
 def input_x_gradient(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """x ⊙ d y_target / d x, summed over channels and signed.
 

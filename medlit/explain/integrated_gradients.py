@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from captum.attr import IntegratedGradients
 
 from medlit.explain.registry import register_explainer
-from medlit.metrics.faithfulness import gaussian_blur
+from medlit.models.capabilities import GRADIENTS
+from medlit.perturbation import blurred
 
 BASELINES = ("black", "blur")
-
-
-def blurred(x: torch.Tensor, sigma_fraction: float = 1 / 25) -> torch.Tensor:
-    """The image blurred with sigma = ``sigma_fraction`` of its shorter side (5.1 px at 128 px).
-
-    The kernel spans about 4 sigma (odd width ``2 ceil(2 sigma) + 1``); borders are reflected.
-    """
-    sigma = sigma_fraction * min(x.shape[-2:])
-    return gaussian_blur(x, kernel_size=2 * math.ceil(2 * sigma) + 1, sigma=sigma)
 
 
 def baseline_for(x: torch.Tensor, baseline: str) -> torch.Tensor:
@@ -47,7 +37,8 @@ def integrated_gradients_with_delta(model, x: torch.Tensor, target: torch.Tensor
 
 
 @register_explainer("integrated_gradients", family="gradient", citation="sundararajan2017ig",
-                    long_name="Integrated Gradients (black baseline)", forward_passes=32, backward_passes=32)
+                    long_name="Integrated Gradients (black baseline)", forward_passes=32, backward_passes=32,
+                    needs=(GRADIENTS,))
 def integrated_gradients(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(x - x') ⊙ ∫ d y_target / d x (x' + a (x - x')) da from a black image x' = 0, 32 steps.
 
@@ -57,7 +48,8 @@ def integrated_gradients(model, x: torch.Tensor, target: torch.Tensor) -> torch.
 
 
 @register_explainer("integrated_gradients_blur", family="gradient", citation="sundararajan2017ig",
-                    long_name="Integrated Gradients (blurred baseline)", forward_passes=32, backward_passes=32)
+                    long_name="Integrated Gradients (blurred baseline)", forward_passes=32, backward_passes=32,
+                    needs=(GRADIENTS,))
 def integrated_gradients_blur(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Integrated Gradients from the blurred image (sigma = 1/25 of the image side), 32 steps.
 

@@ -2,7 +2,7 @@
 
 With ``f`` the logits and ``J = df/dx`` (K x C x H x W) at one image, computed exactly with no training data,
 medlit defines two maps (the paper, preliminary, publishes none; the global indicators, singular values and
-distance to the decision boundary, are in ``medlit.stability``):
+distance to the decision boundary, are in ``medlit.studies.jacobian_stability``):
 
 ``jacobian_target``
     ``M[i, j] = || d f_t / d x[:, i, j] ||_2`` over channels: how strongly pixel (i, j) moves the target logit.
@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 
 from medlit.explain.registry import register_explainer
-from medlit.stability import logit_gradient
+from medlit.models.capabilities import GRADIENTS
+from medlit.models.capture import logit_gradient
 
 
 def _one_hot(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,8 @@ def margin_weights(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @register_explainer("jacobian_target", family="gradient", citation="abe2025jacobian",
-                    long_name="Jacobian, target row (||df_t/dx|| per pixel)", forward_passes=1, backward_passes=1)
+                    long_name="Jacobian, target row (||df_t/dx|| per pixel)", forward_passes=1, backward_passes=1,
+                    needs=(GRADIENTS,))
 def jacobian_target(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-pixel l2 norm over channels of the target logit's Jacobian row, (B, H, W)."""
     grad, _ = logit_gradient(model, x, lambda logits: target_weights(logits, target))
@@ -54,7 +56,7 @@ def jacobian_target(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 @register_explainer("jacobian_margin", family="gradient", citation="abe2025jacobian",
                     long_name="Jacobian, margin (||d(f_t - f_runner-up)/dx|| per pixel)",
-                    forward_passes=1, backward_passes=1)
+                    forward_passes=1, backward_passes=1, needs=(GRADIENTS,))
 def jacobian_margin(model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-pixel l2 norm over channels of the gradient of the margin f_t - max_{k != t} f_k, (B, H, W)."""
     grad, _ = logit_gradient(model, x, lambda logits: margin_weights(logits, target))

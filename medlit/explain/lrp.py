@@ -1,7 +1,8 @@
 """Layer-wise relevance propagation {cite}`bach2015lrp` {cite}`montavon2019lrp`, through captum's LRP.
 
-LRP runs on ``lrp_ready``'s copy of the model (see ``medlit.explain.canonical``): batch norm and the input
-normalisation folded into convolutions, every ReLU and residual addition a module of its own. captum attaches
+LRP runs on the model's LRP-ready copy (``model.lrp_ready()``, the ``lrp_rewrite`` capability; for the ResNet
+see ``medlit.models.resnet_lrp``): batch norm and the input normalisation folded into convolutions, every ReLU
+and residual addition a module of its own. captum attaches
 a rule to every leaf module and removes its hooks and rules after each call; the caller's model is never
 touched. LRP is registered in the "gradient" family: it is a modified backward pass (captum implements it
 as gradient × input with rule-specific hooks), and the benchmark's families have no "relevance".
@@ -22,8 +23,9 @@ from captum.attr import LRP
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, PropagationRule  # not re-exported
 from torch import nn
 
-from medlit.explain.canonical import Add, lrp_ready
 from medlit.explain.registry import register_explainer
+from medlit.models.capabilities import GRADIENTS, LRP_REWRITE
+from medlit.models.resnet_lrp import Add
 
 
 def relevance(model, x: torch.Tensor, target: torch.Tensor, rule_for: Callable[[nn.Module], PropagationRule],
@@ -32,7 +34,7 @@ def relevance(model, x: torch.Tensor, target: torch.Tensor, rule_for: Callable[[
 
     With ``return_convergence_delta`` also captum's (B,) delta, f_target(x) - sum of the input relevance.
     """
-    canonical = lrp_ready(model)
+    canonical = model.lrp_ready()
     for layer in canonical.modules():
         if len(list(layer.children())) == 0 and not isinstance(layer, nn.ReLU):
             layer.rule = rule_for(layer)
@@ -56,7 +58,7 @@ def composite_rules(epsilon: float) -> Callable[[nn.Module], PropagationRule]:
 
 
 @register_explainer("lrp_epsilon", family="gradient", citation="bach2015lrp", long_name="LRP-ε",
-                    forward_passes=2, backward_passes=1)
+                    forward_passes=2, backward_passes=1, needs=(GRADIENTS, LRP_REWRITE))
 def lrp_epsilon(model, x: torch.Tensor, target: torch.Tensor, epsilon: float = 0.25) -> torch.Tensor:
     """LRP-epsilon, R_i = sum_j x_i w_ij / (z_j + epsilon sign(z_j)) R_j, on every convolution, dense
     layer and residual addition (LRP-0 on parameter-free layers); channel sum, signed.
@@ -77,7 +79,8 @@ def lrp_epsilon(model, x: torch.Tensor, target: torch.Tensor, epsilon: float = 0
 
 
 @register_explainer("lrp_composite", family="gradient", citation="montavon2019lrp",
-                    long_name="LRP composite (ε dense, z+ conv)", forward_passes=2, backward_passes=1)
+                    long_name="LRP composite (ε dense, z+ conv)", forward_passes=2, backward_passes=1,
+                    needs=(GRADIENTS, LRP_REWRITE))
 def lrp_composite(model, x: torch.Tensor, target: torch.Tensor, epsilon: float = 0.25) -> torch.Tensor:
     """LRP-epsilon on the dense layer, z+ (alpha1-beta0) on every convolution; channel sum, signed.
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from captum.attr import Occlusion
 
-from medlit.explain.substrate import substrate_images
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
+from medlit.perturbation import substrate_images
 
 
 def occlusion_window(size: int) -> tuple[int, int]:

@@ -7,8 +7,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from medlit.explain.substrate import substrate_value
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
+from medlit.perturbation import substrate_value
 
 
 @lru_cache(maxsize=4)

@@ -13,19 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medlit.explain.registry import FORWARD_BATCH, register_explainer
-
-
-def feature_activations(model, x: torch.Tensor) -> torch.Tensor:
-    """(B, K, h, w) output of ``model.feature_layer`` for ``x`` (the hook is removed even on error)."""
-    store = []
-    hook = model.feature_layer.register_forward_hook(lambda module, inputs, output: store.append(output.detach()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        hook.remove()
-    return store[0]
+from medlit.explain.gradcam import stage_activations_and_gradients, upsample
+from medlit.explain.registry import FORWARD_BATCH, register_cam
 
 
 def normalised_upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -41,17 +30,18 @@ def normalised_upsampled(activations: torch.Tensor, size: tuple[int, int]) -> to
     return torch.where(varies, (up - lo) / torch.where(varies, span, torch.ones_like(span)), torch.zeros_like(up))
 
 
-# forward passes: one to read the activations + one per channel of the feature layer (128 for resnet10)
-@register_explainer("scorecam", family="activation", citation="wang2020scorecam", long_name="Score-CAM",
-                    forward_passes=129, backward_passes=0)
-def scorecam(model, x: torch.Tensor, target: torch.Tensor, batch_size: int = FORWARD_BATCH) -> torch.Tensor:
+# forward passes: one to read the activations + one per channel of the stage (resnet10: 128, 64, 32 channels)
+@register_cam("scorecam", family="activation", citation="wang2020scorecam", long_name="Score-CAM",
+              forward_passes={"last": 129, "last-1": 65, "last-2": 33}, backward_passes=0)
+def scorecam(model, x: torch.Tensor, target: torch.Tensor, batch_size: int = FORWARD_BATCH,
+             stage: str = "last") -> torch.Tensor:
     """ReLU(sum_k softmax_k(f_t(x * H_k) - f_t(0)) A_k), upsampled bilinearly to the input size; no normalisation.
 
     Parameters
     ----------
     batch_size : masked images per forward pass (the K masked copies of all images of the batch are chunked)
     """
-    activations = feature_activations(model, x)
+    activations, _ = stage_activations_and_gradients(model, x, None, stage)
     n, k = activations.shape[:2]
     flat = activations.reshape(n * k, 1, *activations.shape[2:])
     owner = torch.arange(n, device=x.device).repeat_interleave(k)  # image of each (image, channel) pair
@@ -66,4 +56,4 @@ def scorecam(model, x: torch.Tensor, target: torch.Tensor, batch_size: int = FOR
     increase = torch.cat(scores).view(n, k) - baseline[:, None]
     weights = torch.softmax(increase, dim=1)
     cam = torch.relu((weights[:, :, None, None] * activations.float()).sum(dim=1, keepdim=True))
-    return F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0].detach()
+    return upsample(cam, x).detach()

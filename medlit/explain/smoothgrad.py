@@ -6,11 +6,12 @@ import torch
 from captum.attr import Saliency
 
 from medlit.explain.registry import register_explainer
+from medlit.models.capabilities import GRADIENTS
 from medlit.explain.seeding import image_normal
 
 
 @register_explainer("smoothgrad", family="gradient", citation="smilkov2017smoothgrad", long_name="SmoothGrad",
-                    forward_passes=25, backward_passes=25)
+                    forward_passes=25, backward_passes=25, needs=(GRADIENTS,))
 def smoothgrad(model, x: torch.Tensor, target: torch.Tensor, n_samples: int = 25, sigma: float = 0.15,
                seed: int = 0) -> torch.Tensor:
     """(1/n) sum_i |d y_target / d x (x + eps_i)|, eps_i ~ N(0, sigma^2), then the maximum over channels.

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from captum.attr import KernelShap, Lime
 
-from medlit.explain.substrate import substrate_images
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
 from medlit.explain.seeding import image_generator
+from medlit.perturbation import substrate_images
 
 
 def grid_superpixels(height: int, width: int, cells: int = 8, device=None) -> torch.Tensor:

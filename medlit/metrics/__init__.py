@@ -11,7 +11,6 @@ from medlit.metrics import localisation, faithfulness
 from medlit.metrics.faithfulness import (
     deletion_auc,
     forwards_needed,
-    gaussian_blur,
     insertion_auc,
     insertion_deletion_curves,
     normalised_auc,
@@ -39,7 +38,6 @@ __all__ = [
     "energy_pointing_game",
     "faithfulness",
     "forwards_needed",
-    "gaussian_blur",
     "insertion_auc",
     "insertion_deletion_curves",
     "iou_otsu",

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from medlit.metrics.registry import register_metric
+from medlit.perturbation import substrate_fill, unknown_substrate
 
 __all__ = [
     "deletion_auc",
     "forwards_needed",
-    "gaussian_blur",
     "insertion_auc",
     "insertion_deletion_curves",
     "normalised_auc",
@@ -29,26 +29,8 @@ __all__ = [
     "step_counts",
 ]
 
+# The names of medlit.perturbation.SUBSTRATES these metrics accept (a tensor is accepted as well).
 SUBSTRATES = ("zeros", "blur")
-
-
-def gaussian_blur(x: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Blur every channel of (B, C, H, W) images with a normalised, sampled Gaussian kernel.
-
-    Borders are padded by reflection (replication for images smaller than the kernel radius + 1), so a
-    constant image stays constant. RISE's reference code {cite}`petsiuk2018rise` pads with zeros, which
-    darkens a border of ``kernel_size // 2`` pixels, and builds its kernel by smoothing a delta with
-    ``scipy.ndimage.gaussian_filter``; both differences are small and deliberate.
-    """
-    radius = kernel_size // 2
-    t = torch.arange(kernel_size, dtype=torch.float64, device=x.device) - radius
-    k1 = torch.exp(-(t ** 2) / (2 * sigma ** 2))
-    k1 = (k1 / k1.sum()).to(x.dtype)
-    c, h, w = x.shape[1:]
-    mode = "reflect" if min(h, w) > radius else "replicate"
-    padded = nn.functional.pad(x, (radius, radius, radius, radius), mode=mode)
-    rows = nn.functional.conv2d(padded, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return nn.functional.conv2d(rows, k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
 
 
 def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
@@ -101,11 +83,9 @@ def _substrate(x: torch.Tensor, substrate: str | torch.Tensor, name: str) -> tor
         except RuntimeError:
             raise ValueError(f"{name}: substrate {tuple(substrate.shape)} does not broadcast to x "
                              f"{tuple(x.shape)}") from None
-    if substrate == "zeros":
-        return torch.zeros_like(x)
-    if substrate == "blur":
-        return gaussian_blur(x)
-    raise ValueError(f"{name}: substrate must be one of {SUBSTRATES} or a tensor, got {substrate!r}")
+    if substrate not in SUBSTRATES:
+        raise ValueError(f"{name}: {unknown_substrate(substrate, SUBSTRATES)} or a tensor")
+    return substrate_fill(x, substrate, valid=SUBSTRATES)
 
 
 def _target_probability(model, images: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
@@ -139,9 +119,9 @@ def insertion_deletion_curves(model, x: torch.Tensor, target: torch.Tensor, maps
     steps : int
         Step k moves the top ``round(k * H * W / steps)`` pixels, k = 0..steps.
     substrate : {"zeros", "blur"}, tensor or None
-        What deleted pixels become / where inserted pixels come from. None: "blur" (Gaussian, kernel 11,
-        sigma 5, :func:`gaussian_blur`) for insertion, "zeros" for deletion. A tensor broadcastable to
-        ``x`` is used as is.
+        What deleted pixels become / where inserted pixels come from (see :data:`medlit.perturbation.SUBSTRATES`).
+        None: "blur" (Gaussian, kernel 11, sigma 5, :func:`medlit.perturbation.gaussian_blur`) for insertion,
+        "zeros" for deletion. A tensor broadcastable to ``x`` is used as is.
     batch_size : int
         (image, step) pairs per forward pass.
 

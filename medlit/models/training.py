@@ -14,7 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medlit.data.sample import SampleSet
-from medlit.models.classifier import Classifier, ModelConfig, build_model
+from medlit.models.config import ModelConfig
+from medlit.models.registry import MODEL_KINDS, build_model
 from medlit.paths import atomic_write_bytes, models_dir
 
 
@@ -41,10 +42,13 @@ def evaluate(model: nn.Module, data: SampleSet) -> dict:
     }
 
 
-def train_model(config: ModelConfig, train: SampleSet, val: SampleSet, *, progress: bool = True
-                ) -> tuple[Classifier, list[dict]]:
-    """Train a fresh classifier with Adam and a cosine learning-rate schedule; returns it with its history."""
-    model = build_model(config)
+def cross_entropy_recipe(model: nn.Module, config: ModelConfig, train: SampleSet, val: SampleSet, *,
+                         device: torch.device | str = "cpu", progress: bool = True) -> list[dict]:
+    """The plain recipe: cross-entropy, AdamW and a one-cycle learning-rate schedule; returns the history.
+
+    Batches are drawn from a generator seeded with ``config.seed`` and moved to ``device`` (where ``model``
+    already is); validation AUROC is recorded after every epoch.
+    """
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train) // config.batch_size)
@@ -60,7 +64,7 @@ def train_model(config: ModelConfig, train: SampleSet, val: SampleSet, *, progre
         total = 0.0
         for start in range(0, len(train), config.batch_size):
             idx = order[start:start + config.batch_size]
-            loss = loss_fn(model(train.images[idx]), train.labels[idx])
+            loss = loss_fn(model(train.images[idx].to(device)), train.labels[idx].to(device))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -72,6 +76,14 @@ def train_model(config: ModelConfig, train: SampleSet, val: SampleSet, *, progre
                         "val_accuracy": scores["accuracy"]})
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val_auroc=f"{scores['auroc']:.3f}")
     bar.close()
+    return history
+
+
+def train_model(config: ModelConfig, train: SampleSet, val: SampleSet, *, device: torch.device | str = "cpu",
+                progress: bool = True) -> tuple[nn.Module, list[dict]]:
+    """Build a fresh model of kind ``config.arch`` on ``device`` and train it with its kind's recipe."""
+    model = build_model(config).to(device)
+    history = MODEL_KINDS[config.arch].recipe(model, config, train, val, device=device, progress=progress)
     model.eval()
     return model, history
 
@@ -82,10 +94,11 @@ def _cache_paths(config: ModelConfig, cache_dir: Path) -> tuple[Path, Path]:
 
 
 def load_or_train(config: ModelConfig, splits: dict[str, SampleSet], *, cache_dir: Path | None = None,
-                  progress: bool = True) -> tuple[Classifier, dict]:
+                  device: torch.device | str = "cpu", progress: bool = True) -> tuple[nn.Module, dict]:
     """The trained model for ``config``: loaded from the cache when present, else trained and cached.
 
-    Returns the model (eval mode) and its record: config, digest, training time, history, and the
+    The model is trained on, or loaded onto, ``device``. Returns the model (eval mode) and its record: config,
+    digest, training time, the device it was trained on, history, and the
     validation and test accuracy/AUROC.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else models_dir()
@@ -94,6 +107,7 @@ def load_or_train(config: ModelConfig, splits: dict[str, SampleSet], *, cache_di
         model = build_model(config)
         try:
             model.load_state_dict(load_file(weights_path))
+            model.to(device)
             record = json.loads(record_path.read_text())
         except Exception as err:  # a truncated or foreign file: say which, keep it for inspection
             raise RuntimeError(f"cached model {weights_path} (or its record {record_path.name}) cannot be read: "
@@ -102,19 +116,19 @@ def load_or_train(config: ModelConfig, splits: dict[str, SampleSet], *, cache_di
         return model, record
 
     started = time.perf_counter()
-    model, history = train_model(config, splits["train"], splits["val"], progress=progress)
+    model, history = train_model(config, splits["train"], splits["val"], device=device, progress=progress)
     seconds = time.perf_counter() - started
     val, test = evaluate(model, splits["val"]), evaluate(model, splits["test"])
     record = {
         "name": config.name, "digest": config.digest(), "config": config.as_dict(),
-        "train_seconds": seconds, "history": history,
+        "train_seconds": seconds, "trained_on": str(device), "history": history,
         "val_accuracy": val["accuracy"], "val_auroc": val["auroc"],
         "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
         "weights": weights_path.name,
     }
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights_path.with_name(weights_path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.replace(weights_path)
     atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
     return model, record

@@ -31,51 +31,13 @@ couple the images of a batch and each image's Jacobian is its own.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
 import pandas as pd
 import torch
 
-
-@contextlib.contextmanager
-def eval_mode(model):
-    """Put ``model`` in eval mode for the block, then restore its previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def logit_gradient(model, x: torch.Tensor, weights_fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of ``sum_k w_k f_k(x)`` for each image, with ``w = weights_fn(logits)`` of shape (B, K).
-
-    One forward and one backward pass for the whole batch: in eval mode the images do not interact, so the
-    gradient of the batch sum is each image's own gradient. Returns the gradient (B, C, H, W) and the
-    logits (B, K), both detached.
-    """
-    with eval_mode(model), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        logits = model(x)
-        weights = weights_fn(logits.detach())
-        grad, = torch.autograd.grad((logits * weights).sum(), x)
-    return grad.detach(), logits.detach()
-
-
-def jacobian(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The exact Jacobian (B, K, C, H, W) of the logits at each image, and the logits (B, K).
-
-    One forward and K backward passes for the whole batch (row k is the gradient of the batch sum of logit k).
-    """
-    with eval_mode(model), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        logits = model(x)
-        k = logits.shape[1]
-        rows = [torch.autograd.grad(logits[:, i].sum(), x, retain_graph=i < k - 1)[0] for i in range(k)]
-    return torch.stack(rows, dim=1).detach(), logits.detach()
+from medlit.models.capture import eval_mode, jacobian
 
 
 def jacobian_matrix(model, x: torch.Tensor) -> torch.Tensor:

@@ -12,20 +12,18 @@ import pandas as pd
 import torch
 
 from medlit.data.sample import SampleSet
-from medlit.metrics.faithfulness import gaussian_blur
 from medlit.models.training import predict_proba
+from medlit.perturbation import substrate_fill
 
 
 def substrate_fills(data: SampleSet) -> dict[str, torch.Tensor]:
     """Each substrate as a full image stack: black, the insertion metric's blur, and each image's mean
     intensity (per channel) inside its anatomy mask (the lung fields, the retina)."""
     x = data.images
-    anatomy = data.anatomy_masks[:, None].to(x.dtype)
-    organ_mean = (x * anatomy).sum(dim=(2, 3)) / anatomy.sum(dim=(2, 3)).clamp(min=1)  # per channel (colour)
     return {
-        "black (deletion's substrate)": torch.zeros_like(x),
-        "blurred (insertion's substrate)": gaussian_blur(x, 11, 5.0),
-        "mean of the anatomy mask": organ_mean[:, :, None, None].expand_as(x),
+        "black (deletion's substrate)": substrate_fill(x, "zeros"),
+        "blurred (insertion's substrate)": substrate_fill(x, "blur"),
+        "mean of the anatomy mask": substrate_fill(x, "anatomy_mean", data.anatomy_masks),
     }
 
 

@@ -1,4 +1,7 @@
-"""An LRP-ready copy of the benchmark classifier (zennit calls such model rewrites canonizers).
+"""An LRP-ready copy of the benchmark ResNet (zennit calls such model rewrites canonizers).
+
+Model-specific, so it lives with the model: ``ResNetClassifier.lrp_ready()`` calls it, and the LRP explainers
+ask for the ``lrp_rewrite`` capability instead of knowing the architecture.
 
 Relevance propagation needs every operation of the forward pass to be a module used once, so that a rule can
 be attached to it. MONAI's ``ResNet`` is not written that way: a block applies one ``ReLU`` twice and adds its
@@ -29,7 +32,7 @@ from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
 from torch import nn
 from torch.nn.utils import skip_init
 
-from medlit.models.classifier import Classifier
+from medlit.models.resnet import ResNetClassifier
 
 
 class Add(nn.Module):
@@ -99,7 +102,7 @@ def _canonical_block(block: nn.Module) -> ResidualBlock:
     return ResidualBlock(nn.Sequential(*branch[:-1]), shortcut)
 
 
-def lrp_ready(model: Classifier) -> nn.Sequential:
+def lrp_ready(model: ResNetClassifier) -> nn.Sequential:
     """An equivalent copy of ``model`` (same logits in evaluation mode) made only of modules LRP can rule.
 
     Its modules are ``ConstantPad2d``, ``Conv2d`` (biased, batch norm folded in), ``ReLU`` (each used once),
@@ -109,10 +112,11 @@ def lrp_ready(model: Classifier) -> nn.Sequential:
     Raises
     ------
     TypeError
-        if ``model`` is not a ``Classifier`` around a 2-D MONAI ``ResNet`` with ReLUs and convolution shortcuts.
+        if ``model`` is not a ``ResNetClassifier`` around a 2-D MONAI ``ResNet`` with ReLUs and convolution shortcuts.
     """
-    if not isinstance(model, Classifier) or not isinstance(model.net, ResNet):
-        raise TypeError(f"LRP canonicalisation needs a Classifier around a MONAI ResNet, not {type(model).__name__}")
+    if not isinstance(model, ResNetClassifier) or not isinstance(model.net, ResNet):
+        raise TypeError("LRP canonicalisation needs a ResNetClassifier around a MONAI ResNet, "
+                        f"not {type(model).__name__}")
     net = model.net
     if not isinstance(net.conv1, nn.Conv2d) or not isinstance(net.act, nn.ReLU):
         raise TypeError("LRP canonicalisation supports 2-D ResNets with ReLU activations")

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 import xarray as xr
 from tqdm.auto import tqdm
 
-from medlit.explain import EXPLAINERS, explain_batched
+from medlit.explain import EXPLAINERS, explain_batched, positive_class
+from medlit.studies.cache import run_study
 
 _NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
 
@@ -194,3 +195,18 @@ def sanity_verdict(ds: xr.Dataset, threshold: float = 0.5) -> pd.DataFrame:
     }, index=pd.Index(ds["explainer"].values, name="explainer"))
     table["changes"] = table["ssim_full"] < threshold
     return table
+
+
+def run_randomisation_check(prepared, methods: list[str], *, chapter: str, force: bool = False,
+                            progress: bool = True) -> xr.Dataset:
+    """Cascading model-parameter randomisation of ``methods`` on the first ``profile.n_sanity`` explained images
+    of ``prepared`` (a ``medlit.benchmark.Prepared``), cached through ``run_study``."""
+    from medlit.benchmark import positive_subset
+
+    def compute() -> xr.Dataset:
+        data = positive_subset(prepared.splits["test"], prepared.profile.n_sanity)
+        return cascading_randomisation(prepared.model, data.images, positive_class(len(data)), methods,
+                                       seed=prepared.profile.seed, progress=progress)
+
+    return run_study(prepared, chapter=chapter, study="randomisation", settings={"methods": list(methods)},
+                     code_module=__name__, compute=compute, force=force)
