@@ -10,17 +10,26 @@ DATA ?=
 DEVICE ?= auto
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medlit-installed
+# The maths renderer ships with the book (npm registry, at install time): the pages load nothing from the network.
+MATHJAX_VERSION := 3.2.2
+MATHJAX := $(VENV)/mathjax/node_modules/mathjax/es5/tex-chtml.js
 
-.PHONY: book test unit nbval clean-results clean
+.PHONY: book test unit browser-check clean-results clean
 
-book: $(STAMP)
+book: $(STAMP) $(MATHJAX)
 	$(BIN)/medlit book --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data "$(DATA)")
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests chapters --nbval-lax -q
+	$(BIN)/python -m pytest tests chapters --nbval-lax -q --ignore=tests/browser
+
+# The book as a reader meets it: build the smoke-profile book, open every page in headless Chromium, offline
+# (needs the chromium and chromium-driver system packages; .ci/run installs them).
+browser-check: $(STAMP) $(MATHJAX)
+	$(BIN)/medlit book --profile smoke --device cpu
+	$(BIN)/python -m pytest tests/browser -q
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --ignore=tests/browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +37,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+$(MATHJAX):
+	npm install --silent --no-save --no-audit --no-fund --prefix $(VENV)/mathjax mathjax@$(MATHJAX_VERSION)
+	test -f $(MATHJAX)
 
 clean-results:
 	rm -rf results _build

@@ -238,13 +238,15 @@ def chapter_datasets(data: str = "") -> list[str]:
     """The data sets a method chapter scores: ``EMBEDDED_DATASETS``, then each real data set named in ``data``.
 
     ``data`` is what ``medlit book --data`` (or ``make book DATA=...``) passes to every chapter: comma-separated
-    ``adapter=folder`` pairs such as ``"nih-cxr14=/data/nih"``. Each is registered as a data set on the way.
+    ``adapter=folder[:key=value...]`` items such as ``"nih-cxr14=/data/nih:errors=skip"``
+    (``medlit.data.adapters.parse_data_option``). Each is registered as a data set on the way, which checks its
+    files (annotations parsed, images listed, a sample opened) and raises on bad data before anything trains.
     """
     names = list(EMBEDDED_DATASETS)
     if data.strip():
         from medlit.data.adapters import parse_data_options, register_real_dataset
 
-        names.extend(register_real_dataset(adapter, root) for adapter, root in parse_data_options(data))
+        names.extend(register_real_dataset(item.name, item.root, **item.options) for item in parse_data_options(data))
     return names
 
 

@@ -24,6 +24,32 @@ from medlit.paths import cubes_dir, project_root, source_hash
 
 STAGED_FILES = ("_config.yml", "_toc.yml")
 STAGED_DIRS = ("book", "data_cards")
+# The parts of MathJax's es5 distribution the pages use: the TeX-to-HTML bundle and what it loads on demand.
+MATHJAX_PARTS = ("tex-chtml.js", "a11y", "adaptors", "input", "output", "sre", "ui")
+
+
+def mathjax_dir() -> Path:
+    """MathJax's es5 folder: ``$MEDLIT_MATHJAX``, else where ``make`` installs it (``.venv/mathjax``)."""
+    import os
+
+    env = os.environ.get("MEDLIT_MATHJAX")
+    return Path(env) if env else Path(sys.prefix) / "mathjax" / "node_modules" / "mathjax" / "es5"
+
+
+def _mathjax_files() -> dict[Path, Path]:
+    """Staged path (under ``_mathjax/mathjax``, published as ``mathjax/``) -> source, for ``MATHJAX_PARTS``."""
+    source = mathjax_dir()
+    if not (source / "tex-chtml.js").is_file():
+        raise RuntimeError(f"MathJax is not installed at {source}: run `make book` (it installs it), or "
+                           f"`npm install --prefix {Path(sys.prefix) / 'mathjax'} mathjax@3.2.2`, or set "
+                           "MEDLIT_MATHJAX to a MathJax 3 es5 folder. The book ships its maths renderer so that "
+                           "pages render offline.")
+    files = {}
+    for part in MATHJAX_PARTS:
+        path = source / part
+        for src in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+            files[Path("_mathjax") / "mathjax" / src.relative_to(source)] = src
+    return files
 
 
 @dataclass(frozen=True)
@@ -141,11 +167,32 @@ def _sync_file(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def stage(profile: str, executed: list[Path]) -> Path:
-    """Assemble ``_build/stage``: config, toc, front matter and the executed chapters."""
+HEADLINE = "_headline.md"  # included by book/intro.md
+
+
+def write_headline(profile: str, data: str = "") -> Path:
+    """``_build/generated/_headline.md``: the landing page's headline results, computed from this run's cubes
+    (``medlit.summary.headline``), or a note that the chapters have not run yet."""
+    from medlit.benchmark import chapter_cube_paths
+    from medlit.cube import merge_cubes, read_cube
+    from medlit.summary import headline
+
+    paths = chapter_cube_paths(profile, data)
+    text = (f"Profile `{profile}`, computed from {len(paths)} result cubes:\n\n"
+            + headline(merge_cubes([read_cube(p) for p in paths])) if paths
+            else "No results yet: the method chapters have not run.")
+    out = project_root() / "_build" / "generated" / HEADLINE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    return out
+
+
+def stage(profile: str, executed: list[Path], headline: Path | None = None) -> Path:
+    """Assemble ``_build/stage``: config, toc, front matter, the executed chapters, the landing page's headline
+    (``write_headline``) and MathJax."""
     root = project_root()
     stage_dir = root / "_build" / "stage"
-    wanted = {}
+    wanted = {stage_dir / "book" / HEADLINE: headline or write_headline(profile)}
     for name in STAGED_FILES:
         wanted[stage_dir / name] = root / name
     for folder in STAGED_DIRS:
@@ -154,6 +201,8 @@ def stage(profile: str, executed: list[Path]) -> Path:
                 wanted[stage_dir / src.relative_to(root)] = src
     for nb in executed:
         wanted[stage_dir / "chapters" / nb.name] = nb
+    for dst, src in _mathjax_files().items():
+        wanted[stage_dir / dst] = src
     for dst, src in wanted.items():
         _sync_file(src, dst)
     for stale in [p for p in stage_dir.rglob("*") if p.is_file() and p not in wanted]:
@@ -193,7 +242,7 @@ def build_book(profile: str = "quick", *, force: bool = False, data: str = "", d
         log(f"  model {prepared.record['name']}: test AUROC {prepared.record['test_auroc']:.3f} "
             f"({time.perf_counter() - t:.0f} s)")
     executed = [execute_chapter(ch, profile, data=data, force=force, device=device, log=log) for ch in chapters()]
-    index = run_jupyter_book(stage(profile, executed))
+    index = run_jupyter_book(stage(profile, executed, write_headline(profile, data)))
     log(f"book built in {time.perf_counter() - started:.0f} s: {index}")
     return index
 

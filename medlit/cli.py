@@ -18,16 +18,21 @@ def main(argv: list[str] | None = None) -> int:
     book = sub.add_parser("book", help="train/load models, execute every chapter, build the HTML book")
     book.add_argument("--profile", default="quick", choices=list(PROFILES))
     book.add_argument("--force", action="store_true", help="re-execute every chapter even if up to date")
-    book.add_argument("--data", default="", metavar="ADAPTER=FOLDER[,...]",
+    book.add_argument("--data", default="", metavar="ADAPTER=FOLDER[:KEY=VALUE...][,...]",
                       help="also score real data sets read by an adapter, e.g. nih-cxr14=/data/nih "
-                           "(adapters: nih-cxr14, rsna-pneumonia, vindr-cxr, ddr-lesions, coco)")
+                           "(adapters: nih-cxr14, rsna-pneumonia, vindr-cxr, ddr-lesions, coco); adapter options "
+                           "follow the folder as :KEY=VALUE, e.g. nih-cxr14=/data/nih:errors=skip or "
+                           "'vindr-cxr=/data/vindr:merge=majority:classes=Nodule/Mass|Aortic enlargement' (list "
+                           "items separated by |, so quote the value for the shell); each data card lists its "
+                           "adapter's options. The files are checked before any model trains")
     book.add_argument("--device", default=None, choices=DEVICE_CHOICES, help=DEVICE_HELP)
 
     chapter = sub.add_parser("chapter", help="execute one chapter with papermill (by file stem)")
     chapter.add_argument("name", help="e.g. 10_gradient_activation")
     chapter.add_argument("--profile", default="quick", choices=list(PROFILES))
     chapter.add_argument("--force", action="store_true")
-    chapter.add_argument("--data", default="", metavar="ADAPTER=FOLDER[,...]", help="as for `medlit book`")
+    chapter.add_argument("--data", default="", metavar="ADAPTER=FOLDER[:KEY=VALUE...][,...]",
+                         help="as for `medlit book`")
     chapter.add_argument("--device", default=None, choices=DEVICE_CHOICES, help=DEVICE_HELP)
 
     train = sub.add_parser("train", help="train (or load from the cache) the model of a profile")

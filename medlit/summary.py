@@ -398,3 +398,92 @@ def cam_stage_table(summary: pd.DataFrame, prepared_sets: dict, methods: list[st
                     row[metric] = f"{fmt.format(r['mean'])} [{fmt.format(r['ci_low'])}, {fmt.format(r['ci_high'])}]"
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- chapter endings and the landing page -----------------------------------------------------------------------
+
+
+def _long(method: str) -> str:
+    from medlit.explain import EXPLAINERS
+
+    return EXPLAINERS[method].long_name if method in EXPLAINERS else method
+
+
+def _interval(row) -> str:
+    return f"{row['mean']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+
+
+def in_short(summary: pd.DataFrame, metric: str = "pointing_game", baseline: str = "centre_prior") -> list[str]:
+    """Findings of a chapter, computed from its summary: per data set, the best method on ``metric`` against the
+    baseline, and how many methods beat the baseline on it (``beats_baseline``)."""
+    findings = []
+    rows = summary[summary.metric == metric]
+    for dataset, of_set in rows.groupby("dataset", sort=False):
+        methods = of_set[of_set.family != "control"].dropna(subset=["mean"])
+        if methods.empty:
+            continue
+        best = methods.sort_values("mean", ascending=(of_set.direction.iloc[0] == "lower")).iloc[0]
+        base = of_set[of_set.method == baseline]
+        control = _long(baseline).replace(" (control)", "").lower()
+        versus = f", against {_interval(base.iloc[0])} for the {control}" if len(base) else ""
+        findings.append(f"On **{dataset}**, {_long(best.method)} scores best on the {metric.replace('_', ' ')}: "
+                        f"{_interval(best)}{versus}.")
+        findings.append(f"On **{dataset}**, {int(methods.beats_baseline.sum())} of {len(methods)} methods beat the "
+                        f"{control} on the {metric.replace('_', ' ')} (paired bootstrap interval above zero).")
+    return findings
+
+
+def short_list(findings: list[str]) -> str:
+    """Markdown bullet list of computed findings (an "In short" section)."""
+    return "\n".join(f"- {f}" for f in findings)
+
+
+def cited_keys(text: str) -> list[str]:
+    """BibTeX keys cited with ``{cite}`` / ``{cite:p}`` / ``{cite:t}`` roles in ``text``, in order of first use."""
+    import re
+
+    keys = []
+    for group in re.findall(r"\{cite(?::[pt])?\}`([^`]+)`", text):
+        keys.extend(k.strip() for k in group.split(","))
+    return list(dict.fromkeys(keys))
+
+
+def chapter_references(chapter: str) -> str:
+    """Markdown list of the works a chapter cites (its markdown cells' ``{cite}`` roles), formatted from
+    ``book/references.bib``: authors, year, title, venue."""
+    import json
+
+    from pybtex.database import parse_file
+
+    from medlit.paths import project_root
+
+    root = project_root()
+    notebook = json.loads((root / "chapters" / f"{chapter}.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+    bib = parse_file(str(root / "book" / "references.bib")).entries
+    lines = []
+    for key in cited_keys(text):
+        if key not in bib:
+            raise KeyError(f"{chapter}: cites {key!r}, which book/references.bib does not hold")
+        entry = bib[key]
+        people = [" ".join(p.last_names) for p in entry.persons.get("author", [])]
+        authors = people[0] + (" et al." if len(people) > 2 else f" and {people[1]}" if len(people) == 2 else "") \
+            if people else entry.fields.get("organization", "")
+        venue = entry.fields.get("journal") or entry.fields.get("booktitle") or entry.fields.get("publisher") or ""
+        title = entry.fields.get("title", "").replace("{", "").replace("}", "")
+        lines.append(f"- {authors} ({entry.fields.get('year', 'n.d.')}). {title}." + (f" *{venue}*." if venue else ""))
+    return "\n".join(lines)
+
+
+def headline(cube: xr.Dataset, metric: str = "pointing_game") -> str:
+    """The landing page's headline results, from the merged cubes: per data set the model's AUROC, the best
+    method on ``metric`` against the centre prior, and how many methods beat it."""
+    models = model_table(cube)
+    summary = summarise(cube)
+    lines = []
+    for dataset in dict.fromkeys(summary.dataset):
+        auroc = models[models.dataset == dataset]["test AUROC"]
+        findings = " ".join(in_short(summary[summary.dataset == dataset], metric))
+        lines.append(f"- **{dataset}** (model test AUROC {float(auroc.iloc[0]):.3f}): "
+                     + findings.replace(f"On **{dataset}**, ", ""))
+    return "\n".join(lines)

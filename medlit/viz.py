@@ -218,3 +218,48 @@ def ranking_scatter(wide: pd.DataFrame, first: str, second: str, metric: str = "
         color="family:N",
         tooltip=["method", alt.Tooltip(f"{first}:Q", format=".3f"), alt.Tooltip(f"{second}:Q", format=".3f")],
     ).properties(width=320, height=320)
+
+
+# --- reader-facing tables ---------------------------------------------------------------------------------------
+
+
+def leaderboard_table(summary: pd.DataFrame, metrics: list[str] | None = None, digits: int = 3):
+    """The leaderboard as a reader reads it: one table per model of a data set, methods by their long names with
+    their family, one "mean [low, high]" column per metric headed by its name and its better direction (↑ / ↓),
+    the controls set apart at the bottom, the data set, model and image count in the caption, inside a box that
+    scrolls sideways rather than being cut off by the page.
+
+    ``summary`` holds the rows of one data set (``per_dataset`` passes them); returns an ``IPython.display.HTML``.
+    """
+    from IPython.display import HTML
+
+    from medlit.explain import EXPLAINERS
+    from medlit.metrics import METRICS
+    from medlit.summary import leaderboard
+
+    metrics = metrics or list(dict.fromkeys(summary.metric))
+    direction = summary.drop_duplicates("metric").set_index("metric").direction
+    heads = {m: f"{METRICS[m].heading if m in METRICS else m} {'↑' if direction[m] == 'higher' else '↓'}"
+             for m in metrics}
+    family = summary.drop_duplicates("method").set_index("method").family
+    parts = []
+    for (dataset, model), rows in leaderboard(summary, metrics, digits).groupby(["dataset", "model"], sort=False):
+        is_control = rows.method.map(family).eq("control")
+        rows = pd.concat([rows[~is_control], rows[is_control]])
+        n = int(summary[(summary.dataset == dataset) & (summary.model == model)].n.max())
+        table = pd.DataFrame({"method": [EXPLAINERS[m].long_name if m in EXPLAINERS else m for m in rows.method],
+                              "family": rows.method.map(family).values})
+        for m in metrics:
+            table[heads[m]] = rows[m].values
+        first_control = int((~is_control).sum())
+        caption = (f"{dataset}, model {model}: mean [95 % interval] over {n} explained images; ↑ higher is better, "
+                   "↓ lower is better; the controls are set apart at the bottom.")
+        styled = (table.style.hide(axis="index")
+                  .apply(lambda r: ["color: #555; font-style: italic"
+                                    + ("; border-top: 2px solid #999" if r.name == first_control else "")] * len(r)
+                         if r.family == "control" else [""] * len(r), axis=1)
+                  .set_table_styles([{"selector": "th, td", "props": "padding: 2px 8px; white-space: nowrap"}]))
+        # the caption stays outside the scrolling box, so it wraps to the page instead of scrolling away
+        parts.append(f'<p class="medlit-caption"><em>{caption}</em></p>'
+                     f'<div style="overflow-x: auto; max-width: 100%">{styled.to_html()}</div>')
+    return HTML("\n".join(parts))

@@ -386,10 +386,11 @@ def test_ddr_classes_and_zero_based_clip(tmp_path):
     root.mkdir()
     (root / "a.xml").write_text(fx.voc_xml("a.jpg", [("ma", 0, 0, 5, 5)]))  # written 0-based: clipped by 1 px
     (root / "b.xml").write_text(fx.voc_xml("b.jpg", [("ex", 3, 3, 6, 6)]))
-    for stem in "ab":
+    (root / "c.xml").write_text(fx.voc_xml("c.jpg", []))  # a negative: a set of one class only is an error
+    for stem in "abc":
         fx.write_colour(root / f"{stem}.jpg")
     data = load("ddr-lesions", root, classes=["microaneurysm"])
-    assert all_ids(data) == {"a"} and data.report.clipped == 1
+    assert all_ids(data) == {"a", "c"} and data.report.clipped == 1
     split, i = find(data, "a")
     assert real_boxes(data.splits[split], i).tolist() == [[0.0, 4.0, 2.5, 6.5]]
 
@@ -635,17 +636,17 @@ def test_register_real_dataset(tmp_path, monkeypatch):
 
 
 def test_parse_data_option(tmp_path):
-    assert parse_data_option(f"nih-cxr14={tmp_path}") == ("nih-cxr14", tmp_path.resolve())
+    assert parse_data_option(f"nih-cxr14={tmp_path}") == ("nih-cxr14", tmp_path.resolve(), {})
     with pytest.raises(AdapterError, match=r"unknown data set adapter 'chexpert'.*nih-cxr14"):
         parse_data_option(f"chexpert={tmp_path}")
     with pytest.raises(AdapterError, match="does not exist"):
         parse_data_option(f"coco={tmp_path / 'absent'}")
-    with pytest.raises(AdapterError, match="NAME=FOLDER"):
+    with pytest.raises(AdapterError, match=r"ADAPTER=FOLDER\[:KEY=VALUE"):
         parse_data_option("nih-cxr14")
     other = tmp_path / "v"
     other.mkdir()
     assert parse_data_options(f"nih-cxr14={tmp_path}, vindr-cxr={other}") == [
-        ("nih-cxr14", tmp_path.resolve()), ("vindr-cxr", other.resolve())]
+        ("nih-cxr14", tmp_path.resolve(), {}), ("vindr-cxr", other.resolve(), {})]
     with pytest.raises(AdapterError, match="more than once"):
         parse_data_options(f"coco={tmp_path},coco={other}")
 

@@ -16,6 +16,7 @@ from medlit.summary import (adapter_table, beats_control_lines, best_versus_line
                             model_record_table, randomisation_curve, randomisation_sentence)
 from medlit.viz import (box_area_chart, boundary_distance_chart, budget_chart, explain_examples, randomisation_chart,
                         ranking_scatter, training_curve_chart)
+from medlit.explain import EXPLAINERS
 from tests.conftest import square_set
 from tests.test_cube import cube_for
 
@@ -287,3 +288,35 @@ def test_cam_stage_table_reads_each_stage_with_its_grid(tiny_model, squares):
     assert list(table.stage) == ["last", "last-1", "last-2"]
     assert list(table["feature grid"]) == ["1 x 1", "2 x 2", "4 x 4"]  # 32 px images
     assert list(table.pointing_game) == ["0.200 [0.100, 0.300]", "0.400 [0.300, 0.500]", "0.600 [0.500, 0.700]"]
+
+
+def test_in_short_names_the_best_method_and_counts_the_winners():
+    from medlit.summary import in_short, short_list, summarise
+
+    cube = cube_for(["gradcam", "saliency", "centre_prior"])
+    summary = summarise(cube, replicates=50)
+    findings = in_short(summary)
+    assert len(findings) == 2 and findings[0].startswith("On **cxr-phantom**, ")
+    best = summary[(summary.metric == "pointing_game") & (summary.family != "control")].sort_values("mean").iloc[-1]
+    assert EXPLAINERS[best.method].long_name in findings[0] and "centre prior" in findings[0]
+    assert "of 2 methods beat the centre prior" in findings[1]
+    assert short_list(findings).count("\n- ") == 1
+
+
+def test_chapter_references_list_every_cited_work():
+    from medlit.summary import chapter_references, cited_keys
+
+    assert cited_keys("see {cite}`a2020,b2021` and {cite:p}`c2022`; {cite:t}`a2020`") == ["a2020", "b2021", "c2022"]
+    refs = chapter_references("10_gradient_activation")
+    assert "Selvaraju" in refs and "Adebayo" in refs and refs.count("\n- ") >= 10
+
+
+def test_leaderboard_table_is_compact_and_sets_the_controls_apart():
+    from medlit.summary import summarise
+    from medlit.viz import leaderboard_table
+
+    html = leaderboard_table(summarise(cube_for(["random", "gradcam", "saliency"]), replicates=50)).data
+    assert "Grad-CAM" in html and "Pointing game" in html and "↑" in html and "↓" in html
+    assert "overflow-x: auto" in html and "cxr-phantom, model m" in html
+    assert html.index("Random map") > html.index("Grad-CAM"), "controls come last"
+    assert "<th" in html and ">0<" not in html, "no integer index column"

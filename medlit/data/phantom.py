@@ -494,8 +494,10 @@ def _render_chunk(P: dict[str, torch.Tensor], Fd: dict[str, torch.Tensor], L: di
     contrast = (diff * fmask).sum(dim=(2, 3)) / area
 
     # --- confounder: a bright "L" marker near a top corner, on the detector (not transformed with the patient)
-    pc = torch.arange(size, dtype=torch.float32).view(1, 1, w)
-    pr = torch.arange(size, dtype=torch.float32).view(1, h, 1)
+    # pixel centres against the marker's half-open box, the rule of medlit.data.sample.boxes_to_mask (the marker's
+    # corners are whole pixels, so this is x0 <= column < x0 + width)
+    pc = torch.arange(size, dtype=torch.float32).view(1, 1, w) + 0.5
+    pr = torch.arange(size, dtype=torch.float32).view(1, h, 1) + 0.5
     x0, y0 = _view(marker["x0"], X), _view(marker["y0"], X)
     mw, mh, st = _view(marker["w"], X), _view(marker["h"], X), _view(marker["stroke"], X)
     stem = (pc >= x0) & (pc < x0 + st) & (pr >= y0) & (pr < y0 + mh)

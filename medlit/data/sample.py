@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-# Box convention used everywhere in medlit: (x0, y0, x1, y1) in pixels of the stored image,
-# half-open, so pixel (row r, column c) lies inside when x0 <= c < x1 and y0 <= r < y1.
-# A tight box of a mask therefore has x1 = last column + 1. Missing boxes are rows of NaN.
+# Box convention used everywhere in medlit: (x0, y0, x1, y1) in continuous pixel coordinates of the stored image
+# (pixel column c spans [c, c + 1)), half-open. A box becomes a mask by the pixel-centre rule: pixel (row r,
+# column c) lies inside when x0 <= c + 0.5 < x1 and y0 <= r + 0.5 < y1. For integer boxes (the tight boxes of
+# masks, x1 = last column + 1) that is the set x0 <= c < x1. A box too thin to cover a pixel centre along an axis
+# keeps the column (row) that holds its centre, so no finding vanishes. Missing boxes are rows of NaN.
 BOX_FIELDS = ("x0", "y0", "x1", "y1")
 
 
@@ -118,13 +120,31 @@ class SampleSet:
 
 
 def boxes_to_mask(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Rasterise (N, K, 4) half-open boxes (NaN rows ignored) into an (N, H, W) bool mask."""
+    """Rasterise (N, K, 4) half-open boxes (NaN rows ignored) into an (N, H, W) bool mask.
+
+    A pixel belongs to a box when its centre does: column c when ``x0 <= c + 0.5 < x1``, row r when
+    ``y0 <= r + 0.5 < y1`` (see ``BOX_FIELDS``). Fractional boxes - every real box after the letterbox resize -
+    thus keep the pixels they cover at least half of along each axis, with no half-pixel shift; integer boxes give
+    exactly ``x0 <= c < x1``. A box on the image too thin to cover any pixel centre along an axis keeps, along
+    that axis, the one column (or row) holding the centre of its part on the image, so no box vanishes.
+    """
     h, w = size
-    rows = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1)
-    cols = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
-    x0, y0, x1, y1 = (boxes[..., i].unsqueeze(-1).unsqueeze(-1) for i in range(4))
-    inside = (cols >= x0) & (cols < x1) & (rows >= y0) & (rows < y1)  # NaN compares False
-    return inside.any(dim=1)
+    boxes = boxes.float()
+
+    def axis(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
+        """(N, K, n) bool: the pixels of one axis whose centre lies in [lo, hi) (NaN: none)."""
+        centres = torch.arange(n, dtype=torch.float32) + 0.5
+        inside = (centres >= lo[..., None]) & (centres < hi[..., None])
+        clo, chi = lo.clamp(0, n), hi.clamp(0, n)  # the box's part on the image (NaN stays NaN)
+        missed = (chi > clo) & ~inside.any(dim=-1)  # on the image, but thinner than a pixel
+        if bool(missed.any()):
+            middle = ((clo + chi) / 2).floor().clamp(0, n - 1).nan_to_num(-1)
+            inside |= (centres - 0.5 == middle[..., None]) & missed[..., None]
+        return inside
+
+    cols = axis(boxes[..., 0], boxes[..., 2], w)  # (N, K, W)
+    rows = axis(boxes[..., 1], boxes[..., 3], h)  # (N, K, H)
+    return (rows[..., :, None] & cols[..., None, :]).any(dim=1)
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:

@@ -159,7 +159,8 @@ def insertion_deletion_curves(model, x: torch.Tensor, target: torch.Tensor, maps
     return curves.view(b, steps + 1)
 
 
-@register_metric("insertion_auc", kind="faithfulness", direction="higher",
+@register_metric("insertion_auc", short_name="Insertion AUC",
+                 kind="faithfulness", direction="higher",
                  long_name="Insertion AUC", citation="petsiuk2018rise",
                  normalisation="none: uses only the ranking of pixel values")
 def insertion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, *, steps: int = 64,
@@ -179,7 +180,8 @@ def insertion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tens
     return normalised_auc(curves)
 
 
-@register_metric("deletion_auc", kind="faithfulness", direction="lower",
+@register_metric("deletion_auc", short_name="Deletion AUC",
+                 kind="faithfulness", direction="lower",
                  long_name="Deletion AUC", citation="petsiuk2018rise",
                  normalisation="none: uses only the ranking of pixel values")
 def deletion_auc(model, x: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, *, steps: int = 64,

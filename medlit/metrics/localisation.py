@@ -93,7 +93,8 @@ def scaled_tolerance(original_size: int | Sequence[int], image_size: int | Seque
     return float(tolerance_px) * new / orig
 
 
-@register_metric("pointing_game", kind="localisation", direction="higher",
+@register_metric("pointing_game", short_name="Pointing game",
+                 kind="localisation", direction="higher",
                  long_name="Pointing game (15 px tolerance at the original resolution)", citation="zhang2018excitation",
                  normalisation="none: uses only the position of the maximum")
 def pointing_game(maps: torch.Tensor, regions: torch.Tensor, *, tolerance_px: float = 15.0) -> torch.Tensor:
@@ -129,7 +130,8 @@ def pointing_game(maps: torch.Tensor, regions: torch.Tensor, *, tolerance_px: fl
     return _nan_where(hit, _empty(regions))
 
 
-@register_metric("pointing_game_strict", kind="localisation", direction="higher",
+@register_metric("pointing_game_strict", short_name="Hit rate (strict)",
+                 kind="localisation", direction="higher",
                  long_name="Pointing game, no tolerance (hit rate)", citation="saporta2022chexlocalize",
                  normalisation="none: uses only the position of the maximum")
 def pointing_game_strict(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -156,7 +158,8 @@ def pointing_game_strict(maps: torch.Tensor, regions: torch.Tensor) -> torch.Ten
 
 # -------------------------------------------------------------------------------- energy pointing game
 
-@register_metric("energy_pointing_game", kind="localisation", direction="higher",
+@register_metric("energy_pointing_game", short_name="Energy pointing game",
+                 kind="localisation", direction="higher",
                  long_name="Energy-based pointing game", citation="wang2020scorecam",
                  normalisation="none: negative values are dropped, the rest used as mass (scale-invariant)")
 def energy_pointing_game(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -228,7 +231,8 @@ def otsu_binarise(maps: torch.Tensor, nbins: int = 256) -> torch.Tensor:
     return binary.view_as(maps)
 
 
-@register_metric("iou_otsu", kind="localisation", direction="higher",
+@register_metric("iou_otsu", short_name="IoU (Otsu)",
+                 kind="localisation", direction="higher",
                  long_name="IoU of the Otsu-binarised map", citation="saporta2022chexlocalize",
                  normalisation="min-max to [0, 1] per map, then Otsu's threshold")
 def iou_otsu(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -289,7 +293,8 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return torch.where(n_pos > 0, ap, torch.full_like(ap, float("nan")))
 
 
-@register_metric("auprc", kind="localisation", direction="higher",
+@register_metric("auprc", short_name="AUPRC",
+                 kind="localisation", direction="higher",
                  long_name="AUPRC of map values for region pixels", citation="arun2021trustworthiness",
                  normalisation="none: uses only the ranking of pixel values")
 def auprc(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:

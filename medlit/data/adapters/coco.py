@@ -10,7 +10,9 @@ Choices (also in ``data_cards/coco_boxes.md``):
 * **Labels.** 1 = at least one annotation of a chosen category (option ``categories``, names; default all);
   0 = an image without any annotation. An image whose annotations are all of other categories is excluded and
   counted (``other_categories="exclude"``, default) or counted as a negative (``"negative"``).
-* **Validation.** An annotation pointing at an unknown image id is an error naming its annotation id; with
+* **Validation.** A category id listed twice with two names is an error (one finding would silently be renamed
+  into the other); listed twice with the same name, it is one category. An annotation pointing at an unknown image
+  id is an error naming its annotation id; with
   ``errors="skip"`` only that annotation is dropped (no sample depends on it). A malformed annotation of a known
   image (bad bbox, unknown category) drops the whole image, so no image is kept with some of its boxes missing.
   Each image's declared ``width``/``height`` is checked against the file.
@@ -25,9 +27,9 @@ import json
 from pathlib import Path
 
 from medlit.data.adapters.common import (
-    INCONSISTENT, MISSING_VALUE, NON_NUMERIC, UNKNOWN_CLASS, UNKNOWN_IMAGE, AdapterError, Record, SkipReport,
-    build_real_data, check_box, check_root, index_files, join_classes, pick_path, read_pil_image, register_adapter,
-    stack_boxes,
+    INCONSISTENT, MISSING_VALUE, NAMES, NON_NUMERIC, TEXT, UNKNOWN_CLASS, UNKNOWN_IMAGE, AdapterError, Record,
+    SkipReport, build_real_data, check_box, check_root, choice, index_files, join_classes, pick_path,
+    read_pil_image, register_adapter, stack_boxes,
 )
 
 NAME = "coco"
@@ -89,7 +91,10 @@ def parse_bbox(value, where: str):
 
 
 @register_adapter(NAME, description="any COCO-format box annotations (json), as finding present / absent",
-                  data_card="coco_boxes.md", annotation_files=("**/*.json",), image_suffixes=IMAGE_SUFFIXES)
+                  data_card="coco_boxes.md", annotation_files=("**/*.json",), image_suffixes=IMAGE_SUFFIXES,
+                  options={"annotations": TEXT, "image_dir": TEXT, "categories": NAMES,
+                           "channels": choice("1", "3", convert=int), "other_categories": choice("exclude", "negative"),
+                           "patient_field": TEXT})
 def load(root, *, image_size: int, max_per_split: dict | None = None, errors: str = "raise",
          progress: bool = True, annotations=None, image_dir=None, categories=None, channels: int = 1,
          other_categories: str = "exclude", patient_field: str | None = None):
@@ -117,9 +122,15 @@ def load(root, *, image_size: int, max_per_split: dict | None = None, errors: st
     jname = path.name
 
     names = {}
-    for k, cat in enumerate(data["categories"]):
+    for k, cat in enumerate(data["categories"]):  # a broken category list always raises
         where = f"{jname}: category {k}"
-        names[_field(cat, "id", where)] = str(_field(cat, "name", where))  # a broken category list always raises
+        category_id, category = _field(cat, "id", where), str(_field(cat, "name", where))
+        if names.get(category_id, category) != category:
+            raise AdapterError(f"{jname}: category id {category_id!r} is listed twice, as {names[category_id]!r} and "
+                               f"{category!r}; one finding would be renamed into the other")
+        names[category_id] = category
+    if isinstance(categories, str):
+        categories = [categories]
     chosen = set(names.values()) if categories is None else set(categories)
     unknown = chosen - set(names.values())
     if unknown:

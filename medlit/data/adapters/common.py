@@ -14,14 +14,22 @@ Every adapter turns a detection data set into medlit's classification-with-boxes
 4. **read and resize** each chosen image with its boxes together (:func:`letterbox`): pad to a square with zeros,
    centred, then resize to ``image_size``; the boxes get the same offset and scale, so they stay on the finding.
 
-Box convention (as everywhere in medlit, see :mod:`medlit.data.sample`): ``(x0, y0, x1, y1)`` half-open, in pixels
-of the stored image. A box may lie off the image by at most :data:`BOX_TOLERANCE_PX` native pixels (rounding in
-the annotation tools); it is then clipped to the image and the clip is counted in the report. Anything further off
-is an error: medlit never moves a box silently.
+Box convention (as everywhere in medlit, see :mod:`medlit.data.sample`): ``(x0, y0, x1, y1)`` half-open, in
+continuous pixel coordinates of the stored image; the finding mask holds the pixels whose centre lies in a box
+(:func:`medlit.data.sample.boxes_to_mask`). A box may lie off the image by at most :data:`BOX_TOLERANCE_PX` native
+pixels (rounding in the annotation tools); it is then clipped to the image and the clip is counted in the report.
+Anything further off is an error: medlit never moves a box silently.
+
+Checks that concern the whole data set rather than one sample always raise, with the skip counts: no usable sample
+at all, or samples of one class only (:func:`build_real_data`). Every listed image is checked to exist before any is
+read, so a missing file anywhere is found at once, not only when its turn comes. File names that are not valid
+UTF-8 (archives unpacked on another system) are handled: hashes use their raw bytes, and ids, paths and messages
+show the undecodable bytes as ``\\xNN`` (:func:`printable`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import hashlib
 import math
@@ -39,9 +47,9 @@ from medlit.data.sample import SampleSet, boxes_to_mask
 from medlit.registry import Registry
 
 __all__ = [
-    "ADAPTERS", "SPLITS", "AdapterError", "AdapterSpec", "Letterbox", "RealData", "Record", "SkipReport",
-    "build_real_data", "hash_order", "hash_split", "letterbox", "read_dicom_image", "read_pil_image",
-    "register_adapter",
+    "ADAPTERS", "LIST_SEPARATOR", "SPLITS", "AdapterError", "AdapterSpec", "Letterbox", "OptionType", "RealData",
+    "Record", "SkipReport", "build_real_data", "hash_order", "hash_split", "letterbox", "printable",
+    "read_dicom_image", "read_pil_image", "register_adapter",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -52,6 +60,7 @@ BOX_TOLERANCE_PX = 1.0
 CLASS_NAMES = ["no finding", "finding"]
 SOURCE_MODULES = ("data/adapters", "data/dicom.py", "data/sample.py")
 _MASK_CHUNK = 128  # samples rasterised at once: boxes_to_mask builds an (n, K, H, W) intermediate
+_QUIET: contextvars.ContextVar = contextvars.ContextVar("medlit_adapters_quiet", default=False)
 
 # Skip reasons: the keys of SkipReport.skipped and of attrs["skips"].
 MISSING_VALUE = "missing value"
@@ -74,15 +83,40 @@ LETTERBOX_NOTE = ("each image was padded with zeros to a centred square of its l
                   "letterbox_scale in stored pixels per native pixel)")
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: the undecodable bytes of a file name (Python's surrogate escapes) become ``\\xNN``.
+
+    A name that is valid UTF-8 is returned unchanged. Ids, paths and messages pass through this, so that a file
+    named in another encoding can be printed, stored in a cube and hashed like any other.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (e.g. from a json "\\ud800")
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8_bytes(text: str) -> bytes:
+    """The bytes to hash for ``text``: UTF-8, with a file name's undecodable bytes restored as they were on disk."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 class AdapterError(ValueError):
     """A problem with the user's data files; the message names the file, the row or id, and the problem.
 
     ``reason`` is one of the skip reasons when the problem concerns one sample (it can then be skipped with
-    ``errors="skip"``), and ``None`` when the whole data set is unusable (a missing file or column).
+    ``errors="skip"``), and ``None`` when the whole data set is unusable (a missing file or column, no usable
+    sample, one class only, a wrong option). The message is always valid UTF-8 (see :func:`printable`).
     """
 
     def __init__(self, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(printable(str(message)))
         self.reason = reason
 
 
@@ -204,6 +238,82 @@ class Record:
     meta: dict = field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Adapter options as text (the command line's ``--data adapter=folder:key=value``)
+
+LIST_SEPARATOR = "|"  # separates the items of a list option; it occurs in no class name (NIH uses it between labels)
+
+
+@dataclass(frozen=True)
+class OptionType:
+    """How an adapter option is read from text: ``parse(text) -> value``, raising ValueError when it is not
+    ``description`` (shown in the error message)."""
+
+    description: str
+    parse: Callable[[str], object]
+
+    def read(self, text: str):
+        try:
+            return self.parse(text.strip())
+        except (ValueError, TypeError):
+            raise ValueError(f"expected {self.description}") from None
+
+
+def _text(value: str) -> str:
+    if not value:
+        raise ValueError(value)
+    return value
+
+
+def _integer(value: str) -> int:
+    return int(value)
+
+
+def _number(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _optional_integer(value: str) -> int | None:
+    return None if value.lower() == "none" else int(value)
+
+
+def _names(value: str) -> list[str]:
+    names = [part.strip() for part in value.split(LIST_SEPARATOR)]
+    if not value or not all(names):
+        raise ValueError(value)
+    return names
+
+
+def _voi(value: str):
+    if value in ("file", "minmax", "bits"):
+        return value
+    centre, width = value.split(LIST_SEPARATOR)
+    return (_number(centre), _number(width))
+
+
+def choice(*values: str, convert: Callable[[str], object] = str) -> OptionType:
+    """One of ``values`` (compared as text), converted by ``convert``."""
+
+    def parse(value: str):
+        if value not in values:
+            raise ValueError(value)
+        return convert(value)
+
+    return OptionType("one of " + ", ".join(values), parse)
+
+
+TEXT = OptionType("a non-empty text", _text)
+INTEGER = OptionType("an integer", _integer)
+NUMBER = OptionType("a number", _number)
+OPTIONAL_INTEGER = OptionType("an integer or none", _optional_integer)
+NAMES = OptionType(f"one or more names separated by {LIST_SEPARATOR!r}", _names)
+VOI = OptionType(f"file, minmax, bits or CENTER{LIST_SEPARATOR}WIDTH", _voi)
+ERRORS = choice("raise", "skip")
+
+
 @dataclass(frozen=True)
 class AdapterSpec:
     """A registered adapter.
@@ -216,6 +326,8 @@ class AdapterSpec:
         without a match is an error
     image_suffixes : the image files the fingerprint lists (name and size)
     optional_files : further annotation patterns hashed when present
+    options : option name -> :class:`OptionType`: every keyword option of the loader (``errors`` included), as it
+        is read from the command line; no other option is accepted
     """
 
     name: str
@@ -225,18 +337,29 @@ class AdapterSpec:
     annotation_files: tuple[str, ...]
     image_suffixes: tuple[str, ...] = ()
     optional_files: tuple[str, ...] = ()
+    options: dict = field(default_factory=dict)
+
+    def check_option_names(self, names: Iterable[str], where: str = "") -> None:
+        """Raise an :class:`AdapterError` naming the valid options when a name is not one of them."""
+        valid = ", ".join(sorted(self.options))
+        for key in names:
+            if key not in self.options:
+                raise AdapterError(f"{where}unknown option {key!r} for {self.name} (options: {valid})")
 
 
 ADAPTERS: Registry[AdapterSpec] = Registry("adapter")
 
 
 def register_adapter(name: str, *, description: str, data_card: str, annotation_files: tuple[str, ...],
-                     image_suffixes: tuple[str, ...], optional_files: tuple[str, ...] = ()):
-    """Register the decorated loader as adapter ``name``."""
+                     image_suffixes: tuple[str, ...], optional_files: tuple[str, ...] = (),
+                     options: dict | None = None):
+    """Register the decorated loader as adapter ``name``; ``options`` are its keyword options (``errors`` is
+    added) with their :class:`OptionType`."""
 
     def decorate(loader: Callable) -> Callable:
         ADAPTERS.add(name, AdapterSpec(name, loader, description, data_card, tuple(annotation_files),
-                                       tuple(image_suffixes), tuple(optional_files)))
+                                       tuple(image_suffixes), tuple(optional_files),
+                                       {"errors": ERRORS, **(options or {})}))
         return loader
 
     return decorate
@@ -444,12 +567,17 @@ def read_dicom_image(path: Path, voi="file", fallback: str = "minmax") -> tuple[
     return array[None], info
 
 
+def _missing_image(record: Record) -> AdapterError:
+    path = record.image_path
+    return AdapterError(f"{record.source}: image {path.name} not found (expected at {path}, also searched for by "
+                        f"name under the data folder)", MISSING_IMAGE)
+
+
 def load_image(record: Record, reader: Callable[[Path], tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
     """Read the record's image, with the missing-file, finiteness and declared-size checks."""
     path = record.image_path
     if not path.is_file():
-        raise AdapterError(f"{record.source}: image {path.name} not found (expected at {path}, also searched for by "
-                           f"name under the data folder)", MISSING_IMAGE)
+        raise _missing_image(record)
     array, info = reader(path)
     if not np.isfinite(array).all():
         raise AdapterError(f"{path}: the image has non-finite pixel values", UNREADABLE_IMAGE)
@@ -500,7 +628,7 @@ def letterbox(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[torch.Te
 
 
 def _hash_unit(salt: str, key: str) -> float:
-    digest = hashlib.sha256((salt + key).encode("utf-8")).digest()
+    digest = hashlib.sha256(_utf8_bytes(salt + key)).digest()
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
@@ -516,7 +644,7 @@ def hash_split(patient_id: str) -> str:
 
 def hash_order(sample_id: str) -> str:
     """The sort key of the deterministic order in which candidates are taken (a sha256 hex digest)."""
-    return hashlib.sha256((ORDER_SALT + str(sample_id)).encode("utf-8")).hexdigest()
+    return hashlib.sha256(_utf8_bytes(ORDER_SALT + str(sample_id))).hexdigest()
 
 
 def check_max_per_split(max_per_split: dict | None) -> dict:
@@ -614,7 +742,7 @@ def _meta_row(item: _Loaded) -> dict:
         "finding": r.finding,
         "patient_id": r.patient_id,
         "source_file": r.source,
-        "image_file": str(r.image_path),
+        "image_file": printable(str(r.image_path)),
         "n_boxes": len(item.boxes),
         "original_height": int(item.native[0]),
         "original_width": int(item.native[1]),
@@ -624,13 +752,85 @@ def _meta_row(item: _Loaded) -> dict:
     }
     row.update(r.meta)
     row.update(item.info)
-    return row
+    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Within this block, loaders do not print their one-line summary (used by the check at registration)."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def _printable_tree(value):
+    """``value`` with every string in it (in dicts, lists and tuples too) passed through :func:`printable`."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable_tree(k): _printable_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_printable_tree(v) for v in value)
+    return value
+
+
+def _printable_record(record: Record) -> Record:
+    """The record with valid UTF-8 ids and source (see :func:`printable`); its image path is kept as it is."""
+    record.sample_id, record.patient_id = printable(str(record.sample_id)), printable(str(record.patient_id))
+    record.finding, record.source = printable(record.finding), printable(record.source)
+    return record
+
+
+def check_images_exist(records: list[Record], report: SkipReport) -> list[Record]:
+    """The records whose image file exists; every missing one is found here, before any image is read.
+
+    With ``errors="raise"`` the first missing image raises, its message saying how many more are missing; with
+    ``errors="skip"`` each is skipped and counted (reason ``MISSING_IMAGE``).
+    """
+    missing = [r for r in records if not r.image_path.is_file()]
+    if not missing:
+        return records
+    if report.errors == "raise":
+        first, more = _missing_image(missing[0]), len(missing) - 1
+        if not more:
+            raise first
+        raise AdapterError(f"{first}; {more} further images are missing too (errors=skip leaves them all out "
+                           f"and counts them)", MISSING_IMAGE)
+    for record in missing:
+        report.skip(record.sample_id, _missing_image(record))
+    return [r for r in records if not report.is_skipped(r.sample_id)]
+
+
+def _first_examples(report: SkipReport) -> str:
+    shown = [f"{reason}: {examples[0]}" for reason, examples in sorted(report.examples.items()) if examples]
+    return f". First of each skip reason - {'; '.join(shown)}" if shown else ""
+
+
+def check_classes(name: str, root: Path, loaded: dict, caps: dict, report: SkipReport) -> None:
+    """Raise when a load ends with no sample at all, or with samples of one class only (with the skip counts).
+
+    Neither can train or score a classifier. Caps that ask for nothing (all 0) or for at most one image per split
+    (the class balance then cannot hold) are not checked.
+    """
+    labels = [item.record.label for items in loaded.values() for item in items]
+    where = f"{name} ({printable(str(root))})"
+    if not labels and any(cap is None or cap > 0 for cap in caps.values()):
+        raise AdapterError(f"{where}: no usable sample: {report.summary()}{_first_examples(report)}")
+    if len(set(labels)) == 1 and any(cap is None or cap >= 2 for cap in caps.values()):
+        only = "positive samples (label 1)" if labels[0] == 1 else "negative samples (label 0)"
+        raise AdapterError(f"{where}: only {only} - a classifier needs both classes: {report.summary()}"
+                           f"{_first_examples(report)}")
 
 
 def build_real_data(name: str, records: list[Record], report: SkipReport, *, root: Path, image_size: int,
                     max_per_split: dict | None, reader: Callable[[Path], tuple[np.ndarray, dict]], channels: int,
                     progress: bool, attrs: dict, original_size: int | None = None) -> RealData:
     """Split, subsample, read and resize ``records``; return the three SampleSets and the report.
+
+    Every record's image is checked to exist first (:func:`check_images_exist`); the load ends with an error when
+    no sample, or samples of one class only, are left (:func:`check_classes`).
 
     Parameters
     ----------
@@ -645,10 +845,11 @@ def build_real_data(name: str, records: list[Record], report: SkipReport, *, roo
     if int(image_size) != image_size or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     caps = check_max_per_split(max_per_split)
+    records = [_printable_record(r) for r in records if not report.is_skipped(r.sample_id)]
+    records = check_images_exist(records, report)
     by_split: dict[str, list[Record]] = {split: [] for split in SPLITS}
     for record in records:
-        if not report.is_skipped(record.sample_id):
-            by_split[record.split or hash_split(record.patient_id)].append(record)
+        by_split[record.split or hash_split(record.patient_id)].append(record)
     for split in SPLITS:
         by_split[split].sort(key=lambda r: hash_order(r.sample_id))
     total = sum(len(v) if caps[s] is None else min(caps[s], len(v)) for s, v in by_split.items())
@@ -660,7 +861,7 @@ def build_real_data(name: str, records: list[Record], report: SkipReport, *, roo
     median_side = int(np.median(sides)) if sides else 0
     common = {
         "adapter": name,
-        "root": str(root),
+        "root": printable(str(root)),
         "original_size": int(original_size) if original_size else median_side,
         "native_size_median": median_side,
         "class_names": list(CLASS_NAMES),
@@ -675,7 +876,7 @@ def build_real_data(name: str, records: list[Record], report: SkipReport, *, roo
         "skips": dict(report.skipped),
         "exclusions": dict(report.excluded),
         "clipped_boxes": report.clipped,
-        **attrs,
+        **_printable_tree(attrs),
     }
     first = next((items[0] for items in loaded.values() if items), None)
     keys = list(_meta_row(first)) if first else ["sample_id", "finding", "patient_id", "source_file", "image_file",
@@ -687,7 +888,9 @@ def build_real_data(name: str, records: list[Record], report: SkipReport, *, roo
         splits[split] = _sample_set(name, split, loaded[split], int(image_size), channels,
                                     {**common, "available": available}, keys)
         report.counts[split] = len(splits[split])
-    print(report.summary())
+    check_classes(name, root, loaded, caps, report)
+    if not _QUIET.get():
+        print(report.summary())
     return RealData(splits, report)
 
 

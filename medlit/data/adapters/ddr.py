@@ -29,9 +29,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from medlit.data.adapters.common import (
-    BAD_XML, INCONSISTENT, MISSING_VALUE, NON_NUMERIC, UNKNOWN_CLASS, AdapterError, Record, SkipReport,
-    build_real_data, check_box, check_root, index_files, join_classes, parse_number, pick_path, read_pil_image,
-    register_adapter, stack_boxes,
+    BAD_XML, INCONSISTENT, MISSING_VALUE, NAMES, NON_NUMERIC, UNKNOWN_CLASS, AdapterError, Record, SkipReport,
+    build_real_data, check_box, check_root, choice, index_files, join_classes, parse_number, pick_path,
+    read_pil_image, register_adapter, stack_boxes,
 )
 
 NAME = "ddr-lesions"
@@ -134,7 +134,8 @@ def read_grading(path: Path, report: SkipReport, root: Path, index: dict, split_
 
 @register_adapter(NAME, description="DDR: boxes of microaneurysms, haemorrhages and exudates on fundus photographs",
                   data_card="ddr_lesions.md", annotation_files=("**/*.xml",), image_suffixes=IMAGE_SUFFIXES,
-                  optional_files=("**/*.txt",))
+                  optional_files=("**/*.txt",),
+                  options={"classes": NAMES, "split": choice("hash", "official"), "grading_files": NAMES})
 def load(root, *, image_size: int, max_per_split: dict | None = None, errors: str = "raise",
          progress: bool = True, classes=None, split: str = "hash", grading_files=()):
     """Load the DDR lesion-detection set as medlit splits (see the module docstring for every choice).
@@ -189,13 +190,19 @@ def load(root, *, image_size: int, max_per_split: dict | None = None, errors: st
 
 
 def _chosen_codes(classes) -> set:
+    """Lesion codes from codes or names (case-insensitive); an unknown one is an error listing the valid ones."""
     if classes is None:
         return set(LESIONS)
+    if isinstance(classes, str):
+        classes = [classes]
     names = {v: k for k, v in LESIONS.items()}
     chosen = set()
-    for c in classes:
-        c = c.lower()
+    for original in classes:
+        c = original.strip().lower()
         if c not in LESIONS and c not in names:
-            raise ValueError(f"unknown DDR lesion class {c!r}; use {sorted(LESIONS)} or {sorted(names)}")
+            raise AdapterError(f"unknown DDR lesion class {original!r}; use a code ({', '.join(sorted(LESIONS))}) or "
+                               f"a name ({', '.join(sorted(names))})")
         chosen.add(c if c in LESIONS else names[c])
+    if not chosen:
+        raise AdapterError(f"DDR: classes is empty; use codes ({', '.join(sorted(LESIONS))}) or names")
     return chosen

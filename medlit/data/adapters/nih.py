@@ -13,6 +13,9 @@ Choices (also in ``data_cards/nih_chestxray14.md``):
   "Infiltration" in ``Data_Entry_2017.csv``), mass, nodule, pneumonia, pneumothorax.
 * **Labels.** 1 = the image has at least one of the eight findings (other findings may co-occur); 0 = "No
   Finding". Images whose findings are all outside the eight (e.g. only "Emphysema") are excluded and counted.
+  Option ``classes`` narrows the eight (e.g. ``["Nodule", "Mass"]``, case-insensitive, "Infiltration" accepted):
+  only their boxes are kept, and images with findings of the eight but none chosen are excluded and counted; a
+  name that is not one of the eight is an error listing them.
 * **Splits.** Every boxed image is a test positive, and every image of a patient with a boxed image is in test,
   so no boxed patient is ever trained on. The other patients go to train/val/test by the sha256 patient hash. Test
   positives must carry boxes (the benchmark scores localisation on them), so an unboxed positive that falls in
@@ -29,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from medlit.data.adapters.common import (
-    INCONSISTENT, MISSING_VALUE, UNKNOWN_CLASS, UNKNOWN_IMAGE, AdapterError, Record, SkipReport, build_real_data,
-    cell, check_box, check_root, hash_split, index_files, is_blank, join_classes, parse_number, pick_path,
-    read_pil_image, read_table, register_adapter, stack_boxes,
+    INCONSISTENT, MISSING_VALUE, NAMES, OPTIONAL_INTEGER, UNKNOWN_CLASS, UNKNOWN_IMAGE, AdapterError, Record,
+    SkipReport, build_real_data, cell, check_box, check_root, hash_split, index_files, is_blank, join_classes,
+    parse_number, pick_path, read_pil_image, read_table, register_adapter, stack_boxes,
 )
 
 NAME = "nih-cxr14"
@@ -43,6 +46,7 @@ BOX_FINDINGS = ("atelectasis", "cardiomegaly", "effusion", "infiltrate", "mass",
 ALIASES = {"infiltration": "infiltrate"}  # Data_Entry's name for the box list's "Infiltrate"
 NO_FINDING = "no finding"
 EXCLUDED_OTHER = "findings outside the eight box classes only"
+EXCLUDED_OTHER_CHOSEN = "findings outside the chosen classes only"
 EXCLUDED_UNBOXED_TEST = "positive without a box in the test split"
 
 LABEL_MAPPING = ("1 = at least one of atelectasis, cardiomegaly, effusion, infiltrate (Infiltration), mass, "
@@ -63,6 +67,26 @@ class _Entry:
 def normalise_finding(name: str) -> str:
     name = name.strip().lower()
     return ALIASES.get(name, name)
+
+
+def chosen_findings(classes) -> tuple[str, ...]:
+    """The box findings selected by ``classes`` (``None`` = all eight), in ``BOX_FINDINGS`` order.
+
+    Raises
+    ------
+    AdapterError naming every name that is not one of the eight, and listing the eight.
+    """
+    if classes is None:
+        return BOX_FINDINGS
+    if isinstance(classes, str):
+        classes = [classes]
+    wanted = {normalise_finding(c): c for c in classes}
+    wrong = [original for name, original in wanted.items() if name not in BOX_FINDINGS]
+    if wrong or not wanted:
+        raise AdapterError(f"NIH ChestX-ray14: unknown class(es) {', '.join(repr(c) for c in wrong) or 'none given'}"
+                           f"; the eight box classes are {', '.join(BOX_FINDINGS)} ('Infiltration' is accepted "
+                           f"for infiltrate)")
+    return tuple(f for f in BOX_FINDINGS if f in wanted)
 
 
 def read_data_entry(path: Path, report: SkipReport) -> dict[str, _Entry]:
@@ -141,17 +165,26 @@ def read_bbox_list(path: Path, report: SkipReport) -> dict[str, list[tuple[int, 
 
 
 def make_records(entries: dict[str, _Entry], boxes: dict[str, list], report: SkipReport, image_paths,
-                 native_size: int | None) -> list[Record]:
-    """Boxed images -> test positives; the rest labelled from Data_Entry and split by patient."""
+                 native_size: int | None, chosen: tuple[str, ...] = BOX_FINDINGS) -> list[Record]:
+    """Boxed images -> test positives; the rest labelled from Data_Entry and split by patient.
+
+    ``chosen``: the box findings that count (all eight by default); a boxed patient stays in test whatever the
+    class of its boxes.
+    """
     records = []
+    other = EXCLUDED_OTHER if set(chosen) == set(BOX_FINDINGS) else EXCLUDED_OTHER_CHOSEN
     boxed_patients = {entries[image].patient_id for image in boxes if image in entries}
-    for image, rows in boxes.items():
-        lines = ",".join(str(line) for line, _, _ in rows)
+    for image, all_rows in boxes.items():
+        lines = ",".join(str(line) for line, _, _ in all_rows)
         source = f"{BBOX_FILE}:{lines}"
         with report.guard(image):
             entry = entries.get(image)
             if entry is None:
                 raise AdapterError(f"{source}: image {image} has boxes but no row in {LABEL_FILE}", UNKNOWN_IMAGE)
+            rows = [row for row in all_rows if row[1] in chosen]
+            if not rows:
+                report.exclude(other)
+                continue
             size = (native_size, native_size) if native_size else None
             records.append(Record(image, entry.patient_id, 1, stack_boxes([b for _, _, b in rows]),
                                   join_classes(f for _, f, _ in rows), source, image_paths(image), split="test",
@@ -159,11 +192,14 @@ def make_records(entries: dict[str, _Entry], boxes: dict[str, list], report: Ski
     for image, entry in entries.items():
         if image in boxes:
             continue
-        found = [f for f in entry.findings if f in BOX_FINDINGS]
+        found = [f for f in entry.findings if f in chosen]
         if entry.findings == (NO_FINDING,):
             label = 0
         elif found:
             label = 1
+        elif any(f in BOX_FINDINGS for f in entry.findings):
+            report.exclude(other)
+            continue
         else:
             report.exclude(EXCLUDED_OTHER)
             continue
@@ -179,9 +215,9 @@ def make_records(entries: dict[str, _Entry], boxes: dict[str, list], report: Ski
 
 @register_adapter(NAME, description="NIH ChestX-ray14: 8 findings, radiologist boxes on ~880 test images",
                   data_card="nih_chestxray14.md", annotation_files=(BBOX_FILE, LABEL_FILE),
-                  image_suffixes=(".png",))
+                  image_suffixes=(".png",), options={"native_size": OPTIONAL_INTEGER, "classes": NAMES})
 def load(root, *, image_size: int, max_per_split: dict | None = None, errors: str = "raise",
-         progress: bool = True, native_size: int | None = NATIVE_SIZE):
+         progress: bool = True, native_size: int | None = NATIVE_SIZE, classes=None):
     """Load NIH ChestX-ray14 as medlit splits (see the module docstring for every choice).
 
     Parameters
@@ -192,11 +228,13 @@ def load(root, *, image_size: int, max_per_split: dict | None = None, errors: st
     errors : ``"raise"`` (default) or ``"skip"`` malformed samples, counted in the report
     progress : show a progress bar while reading images
     native_size : the side every boxed PNG must have (the box coordinates refer to it); ``None`` = no check
+    classes : box findings that count (names of the eight, case-insensitive); ``None`` = all eight
 
     Returns
     -------
     RealData with ``.splits`` and ``.report``
     """
+    chosen = chosen_findings(classes)
     root = check_root(root)
     report = SkipReport(NAME, errors)
     entries = read_data_entry(root / LABEL_FILE, report)
@@ -206,10 +244,13 @@ def load(root, *, image_size: int, max_per_split: dict | None = None, errors: st
     def image_paths(name: str) -> Path:
         return pick_path(index.get(name, []), root / "images", root / "images" / name)
 
-    records = make_records(entries, boxes, report, image_paths, native_size)
-    attrs = {"label_mapping": LABEL_MAPPING, "box_semantics": BOX_SEMANTICS, "box_classes": list(BOX_FINDINGS),
+    records = make_records(entries, boxes, report, image_paths, native_size, chosen)
+    mapping = LABEL_MAPPING if chosen == BOX_FINDINGS else (
+        f"1 = at least one of {', '.join(chosen)} in Data_Entry_2017.csv or a box of them in BBox_List_2017.csv; "
+        f"0 = 'No Finding'; images with other findings only are excluded")
+    attrs = {"label_mapping": mapping, "box_semantics": BOX_SEMANTICS, "box_classes": list(chosen),
              "split_note": "every boxed image, and every image of its patient, is in test",
-             "options": {"native_size": native_size}}
+             "options": {"native_size": native_size, "classes": sorted(chosen)}}
     return build_real_data(NAME, records, report, root=root, image_size=image_size, max_per_split=max_per_split,
                            reader=lambda path: read_pil_image(path, 1), channels=1, progress=progress,
                            attrs=attrs, original_size=NATIVE_SIZE)

@@ -24,9 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from medlit.data.adapters.common import (
-    INCONSISTENT, MISSING_VALUE, NON_NUMERIC, AdapterError, Record, SkipReport, build_real_data, cell, check_box,
-    check_root, index_files, is_blank, parse_number, pick_path, read_dicom_image, read_table, register_adapter,
-    stack_boxes,
+    INCONSISTENT, MISSING_VALUE, NON_NUMERIC, OPTIONAL_INTEGER, VOI, AdapterError, Record, SkipReport,
+    build_real_data, cell, check_box, check_root, choice, index_files, is_blank, parse_number, pick_path,
+    read_dicom_image, read_table, register_adapter, stack_boxes,
 )
 
 NAME = "rsna-pneumonia"
@@ -84,7 +84,8 @@ def read_detailed_classes(path: Path) -> dict[str, str]:
 
 @register_adapter(NAME, description="RSNA Pneumonia Detection: lung-opacity boxes on NIH radiographs (DICOM)",
                   data_card="rsna_pneumonia.md", annotation_files=(LABEL_FILE,), image_suffixes=(".dcm",),
-                  optional_files=(CLASS_FILE,))
+                  optional_files=(CLASS_FILE,),
+                  options={"native_size": OPTIONAL_INTEGER, "voi": VOI, "fallback": choice("bits", "minmax")})
 def load(root, *, image_size: int, max_per_split: dict | None = None, errors: str = "raise",
          progress: bool = True, native_size: int | None = NATIVE_SIZE, voi="file", fallback: str = "bits"):
     """Load the RSNA Pneumonia training set as medlit splits (see the module docstring for every choice).

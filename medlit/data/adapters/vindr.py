@@ -8,7 +8,9 @@ under ``root``; ``.dcm`` also accepted).
 Choices (also in ``data_cards/vindr_cxr.md``):
 
 * **Labels.** 1 = at least one reader drew a box (of a chosen class, option ``classes``); 0 = every reader wrote
-  "No finding". Images whose boxes are all of classes outside ``classes`` are excluded and counted.
+  "No finding". Images whose boxes are all of classes outside ``classes`` are excluded and counted. A chosen
+  class that no box of the annotation file has (e.g. "Nodule" for "Nodule/Mass") is an error listing the file's
+  box classes.
 * **Merging the readers' boxes** (option ``merge``), per image and class:
 
   - ``"fuse"`` (default): boxes are clustered greedily, in a fixed order (reader id, then coordinates): a box joins
@@ -35,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from medlit.data.adapters.common import (
-    INCONSISTENT, MISSING_VALUE, AdapterError, Record, SkipReport, build_real_data, cell, check_box, check_root,
-    index_files, is_blank, join_classes, parse_number, pick_path, read_dicom_image, read_table, register_adapter,
-    stack_boxes,
+    INCONSISTENT, INTEGER, MISSING_VALUE, NAMES, NUMBER, TEXT, VOI, AdapterError, Record, SkipReport,
+    build_real_data, cell, check_box, check_root, choice, index_files, is_blank, join_classes, parse_number,
+    pick_path, read_dicom_image, read_table, register_adapter, stack_boxes,
 )
 
 NAME = "vindr-cxr"
@@ -119,8 +121,11 @@ def merge_boxes(boxes: list[tuple[str, str, np.ndarray]], merge: str, threshold:
     return [(c.finding, c.box, len(c.readers)) for c in clusters]
 
 
-def read_annotations(path: Path, report: SkipReport) -> dict[str, _Image]:
-    """image_id -> its readers and boxes, every row validated."""
+def read_annotations(path: Path, report: SkipReport, class_names: dict | None = None) -> dict[str, _Image]:
+    """image_id -> its readers and boxes, every row validated.
+
+    ``class_names``, when given, is filled with the box classes the file names (lower case -> as written).
+    """
     table = read_table(path, "the VinDr-CXR annotation table (annotations_train.csv)")
     col = {name: table.column(name) for name in COLUMNS}
     class_id = table.column("class_id") if "class_id" in [h.strip() for h in table.header] else None
@@ -140,6 +145,8 @@ def read_annotations(path: Path, report: SkipReport) -> dict[str, _Image]:
             entry.readers.add(reader)
             texts = [cell(row, col[name]) for name in COORDS]
             no_finding = finding == NO_FINDING
+            if class_names is not None and not no_finding:
+                class_names.setdefault(finding, cell(row, col["class_name"]))
             if class_id is not None and no_finding != (cell(row, class_id) == NO_FINDING_ID):
                 raise AdapterError(f"{where}: class_name {cell(row, col['class_name'])!r} does not match class_id "
                                    f"{cell(row, class_id)!r}", INCONSISTENT)
@@ -182,7 +189,9 @@ def _lines(lines: list[int]) -> str:
 
 
 @register_adapter(NAME, description="VinDr-CXR: 14 findings boxed by three radiologists per image (DICOM)",
-                  data_card="vindr_cxr.md", annotation_files=("*.csv",), image_suffixes=(".dicom", ".dcm"))
+                  data_card="vindr_cxr.md", annotation_files=("*.csv",), image_suffixes=(".dicom", ".dcm"),
+                  options={"merge": choice(*MERGE_RULES), "iou_threshold": NUMBER, "min_readers": INTEGER,
+                           "classes": NAMES, "annotations": TEXT, "voi": VOI, "fallback": choice("minmax", "bits")})
 def load(root, *, image_size: int, max_per_split: dict | None = None, errors: str = "raise",
          progress: bool = True, merge: str = "fuse", iou_threshold: float = 0.5, min_readers: int = 2,
          classes=None, annotations: str = LABEL_FILE, voi="file", fallback: str = "minmax"):
@@ -195,7 +204,8 @@ def load(root, *, image_size: int, max_per_split: dict | None = None, errors: st
     merge : ``"fuse"`` (default), ``"union"`` or ``"majority"``
     iou_threshold : the IoU at which two readers' boxes of one class are the same finding
     min_readers : readers a cluster needs under ``merge="majority"``
-    classes : class names (case-insensitive) that count as findings; ``None`` = all 14
+    classes : class names (case-insensitive) that count as findings; ``None`` = all of the file's box classes.
+        A name that no box of the file has is an error listing the file's classes
     annotations : the annotation CSV, relative to ``root`` (``annotations_test.csv`` has the same columns)
     voi, fallback : the display window, passed to :func:`medlit.data.dicom.to_unit_range`: ``voi`` is ``"file"``,
         ``"minmax"``, ``"bits"`` or ``(center, width)``; ``fallback`` (``"minmax"``: a 0.5-99.5 percentile stretch,
@@ -207,8 +217,17 @@ def load(root, *, image_size: int, max_per_split: dict | None = None, errors: st
         raise ValueError(f"need 0 < iou_threshold <= 1 and min_readers >= 1, got {iou_threshold}, {min_readers}")
     root = check_root(root)
     report = SkipReport(NAME, errors)
-    chosen = None if classes is None else {c.lower() for c in classes}
-    images = read_annotations(root / annotations, report)
+    if isinstance(classes, str):
+        classes = [classes]
+    chosen = None if classes is None else {c.strip().lower() for c in classes}
+    known: dict = {}
+    images = read_annotations(root / annotations, report, known)
+    if classes is not None:
+        wrong = [c for c in classes if c.strip().lower() not in known]
+        if wrong or not chosen:
+            listed = ", ".join(repr(known[k]) for k in sorted(known)) or "none"
+            raise AdapterError(f"{root / annotations}: class(es) {', '.join(repr(c) for c in wrong) or 'none given'}"
+                               f" not found: no box of this file has that class_name; its box classes are {listed}")
     index = index_files(root, (".dicom", ".dcm"))
     records = []
     for image_id, entry in images.items():
