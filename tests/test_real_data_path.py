@@ -20,28 +20,7 @@ from medlit.data.adapters import ADAPTERS, AdapterError, common, fingerprint, pa
 from medlit.data.adapters.common import hash_split
 from medlit.data.sample import boxes_to_mask
 from tests import adapter_fixtures as fx
-
-SIZE = 24
-NATIVE = {"nih-cxr14": {"native_size": None}, "rsna-pneumonia": {"native_size": None}}
-MAKERS = {"nih-cxr14": fx.make_nih, "rsna-pneumonia": fx.make_rsna, "vindr-cxr": fx.make_vindr,
-          "ddr-lesions": fx.make_ddr, "coco": fx.make_coco}
-
-
-def load(name: str, root: Path, **kwargs):
-    options = {**NATIVE.get(name, {}), "progress": False, **kwargs}
-    return ADAPTERS[name].loader(root, image_size=SIZE, **options)
-
-
-def find(data, sample_id: str):
-    for split, samples in data.splits.items():
-        ids = list(samples.meta["sample_id"])
-        if sample_id in ids:
-            return split, ids.index(sample_id)
-    raise KeyError(sample_id)
-
-
-def all_ids(data) -> set:
-    return {str(i) for s in data.splits.values() for i in s.meta["sample_id"]}
+from tests.test_adapters import MAKERS, SIZE, all_ids, find, load  # the format tests' loaders, shared
 
 
 @pytest.fixture
