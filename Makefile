@@ -19,7 +19,7 @@ MATHJAX := $(VENV)/mathjax/node_modules/mathjax/es5/tex-chtml.js
 book: $(STAMP) $(MATHJAX)
 	$(BIN)/medlit book --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data "$(DATA)")
 
-test: $(STAMP)
+test: $(STAMP) $(MATHJAX)
 	$(BIN)/python -m pytest tests chapters --nbval-lax -q --ignore=tests/browser
 
 # The book as a reader meets it: build the smoke-profile book, open every page in headless Chromium, offline
