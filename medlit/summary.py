@@ -350,7 +350,8 @@ def randomisation_sentence(verdict: pd.DataFrame, summary: pd.DataFrame, long_na
     named = ", ".join(f"**{long_names.get(m, m)}**" for m in failing) if failing else "none"
     return ("Methods whose maps stay similar after the whole network is randomised (they fail the check): "
             f"{named}. The best localiser by the {metric.replace('_', ' ')}, **{long_names.get(best, best)}**, "
-            + ("fails the check: its good localisation owes much to the image itself, not only to the model."
+            + ("was not part of the check." if best not in verdict.index else
+               "fails the check: its good localisation owes much to the image itself, not only to the model."
                if best in failing else "passes it."))
 
 

@@ -261,6 +261,8 @@ def test_randomisation_sentence_names_failing_methods_and_judges_the_best_locali
     assert randomisation_sentence(verdict, summary, names).endswith(
         "**Guided backprop**, fails the check: its good localisation owes much to the image itself, not only to "
         "the model.")
+    unchecked = summary_rows({"one": {"saliency": 0.4, "gradcam_stage-1": 0.6, "centre_prior": 0.9}})
+    assert randomisation_sentence(verdict, unchecked, names).endswith("**gradcam_stage-1**, was not part of the check.")
     verdict["changes"] = [True, True, False]  # the control never counts as failing
     assert "(they fail the check): none." in randomisation_sentence(verdict, summary, names)
 

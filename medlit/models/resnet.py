@@ -42,6 +42,9 @@ class ResNetClassifier(nn.Module):
         self.net = net
         self.register_buffer("mean", torch.tensor(mean))
         self.register_buffer("std", torch.tensor(std))
+        # Channels-last (NHWC) runs this network 1.3-1.6x faster on the CPU, forward and backward, mostly in the
+        # stem's max-pool (scripts/bench_explainers.py); the numbers agree with NCHW to float rounding.
+        self.to(memory_format=torch.channels_last)
 
     @property
     def feature_layers(self) -> dict[str, nn.Module]:
@@ -54,6 +57,7 @@ class ResNetClassifier(nn.Module):
         return lrp_ready(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.net((x - self.mean) / self.std)
 
 
