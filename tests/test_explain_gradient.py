@@ -113,8 +113,9 @@ def test_gradcam_pp_equals_its_definition(tiny_model, squares):
         expected = nn.functional.interpolate(cam[None, None], size=(32, 32), mode="bilinear", align_corners=False)
         assert expected.abs().max() > 0
         torch.testing.assert_close(fast[i] * scale, expected[0, 0], rtol=1e-4, atol=1e-6)
-    # the registered default only adds pytorch-grad-cam's 1e-6 stabiliser
-    torch.testing.assert_close(EXPLAINERS["gradcam_pp"].fn(tiny_model, x, target), fast, rtol=1e-3, atol=1e-6)
+    # the registered default only adds pytorch-grad-cam's 1e-6 stabiliser (its share grows as the gradients of
+    # the untrained tiny model's centred logit shrink: a few parts in a thousand)
+    torch.testing.assert_close(EXPLAINERS["gradcam_pp"].fn(tiny_model, x, target), fast, rtol=5e-3, atol=1e-6)
 
 
 class GuidedReLU(torch.autograd.Function):

@@ -50,3 +50,17 @@ def test_unknown_architecture_is_a_clear_error():
 
     with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
         build_model(config(arch="vgg"))
+
+
+def test_every_model_explains_the_centred_logit_half_the_log_odds(tiny_model, squares):
+    from medlit.explain.targets import explained_score
+
+    with torch.no_grad():
+        logits = tiny_model(squares.images[:4])
+    torch.testing.assert_close(logits.sum(dim=1), torch.zeros(4), atol=1e-6, rtol=0)  # centred
+    p = torch.softmax(logits, dim=1)[:, 1]
+    half_log_odds = 0.5 * torch.log(p / (1 - p))
+    torch.testing.assert_close(explained_score(logits, torch.ones(4, dtype=torch.long)), half_log_odds,
+                               rtol=1e-4, atol=1e-5)
+    shifted = torch.tensor([[2.0, 5.0], [0.0, -1.0]])  # an uncentred head gets centred: the same score
+    torch.testing.assert_close(explained_score(shifted, torch.tensor([1, 0])), torch.tensor([1.5, 0.5]))

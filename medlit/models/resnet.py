@@ -25,7 +25,7 @@ CAPABILITIES = {GRADIENTS, LRP_REWRITE, *(feature_map(stage) for stage in CAM_ST
 
 
 class ResNetClassifier(nn.Module):
-    """Image in [0, 1] -> class logits.
+    """Image in [0, 1] -> centred class logits (:func:`centre_logits`).
 
     The normalisation lives inside the model so that every explainer and metric works in image space
     (a zero substrate is a black image, not a mean-grey one).
@@ -58,7 +58,16 @@ class ResNetClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.net((x - self.mean) / self.std)
+        return centre_logits(self.net((x - self.mean) / self.std))
+
+
+def centre_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Logits minus their mean over classes: the same softmax, and for two classes ``+-`` half the log-odds.
+
+    Every method then explains one quantity, the centred logit of the target (``medlit.explain.targets``), whatever
+    constant the training left in the head.
+    """
+    return logits - logits.mean(dim=1, keepdim=True)
 
 
 def _build(config: ModelConfig) -> ResNetClassifier:

@@ -135,5 +135,9 @@ def lrp_ready(model: ResNetClassifier) -> nn.Sequential:
         fc = skip_init(nn.Linear, net.fc.in_features, net.fc.out_features, bias=net.fc.bias is not None,
                        device=net.fc.weight.device)
         fc.load_state_dict(net.fc.state_dict())  # copies, never shares
+        with torch.no_grad():  # the model centres its logits (resnet.centre_logits): fold that into the head
+            fc.weight -= fc.weight.mean(dim=0, keepdim=True)
+            if fc.bias is not None:
+                fc.bias -= fc.bias.mean()
         layers.append(fc)
     return nn.Sequential(*layers).eval()
