@@ -21,20 +21,30 @@ from tqdm.auto import tqdm
 from medlit.cube import load_if_current, make_cube, merge_cubes, provenance, read_cube, write_cube
 from medlit.data import DATASETS, SampleSet, load_dataset
 from medlit.device import forward_batch, model_device, resolve_device
-from medlit.explain import EXPLAINERS, explain_batched, not_applicable_reason, positive_class
-from medlit.metrics import METRICS, scaled_tolerance
+from medlit.explain import (EXPLAINERS, explain_batched, missing_data_inputs, not_applicable_reason,
+                           positive_class)
+from medlit.explain.data_inputs import data_inputs_for
+from medlit.data.difficulty import lesion_area_fraction, lesion_contrast
+from medlit.metrics import DEFAULT_CURVE_FRACTIONS, DEFAULT_TOLERANCE_FRACTION, METRICS, pointing_curve
+from medlit.metrics.ground_truth import metric_spec, split_name
 from medlit.models import MODEL_KINDS, ModelConfig, load_or_train
 from medlit.models.training import predict_proba
 from medlit.paths import code_hash, cubes_dir
+from medlit.perturbation import PROTOCOL_SUBSTRATE
 from medlit.profiles import Profile, get_profile
 
 DEFAULT_METRICS = ("pointing_game", "pointing_game_strict", "energy_pointing_game", "iou_otsu", "auprc",
+                   "relevance_rank_accuracy", "lesion_recall",
+                   # the same localisation scores against the exact finding pixels (medlit.metrics.ground_truth)
+                   "pointing_game@mask", "energy_pointing_game@mask", "auprc@mask",
                    "insertion_auc", "deletion_auc")
 # The embedded data sets every method chapter scores; real data sets given with ``--data`` are added after them.
 EMBEDDED_DATASETS = ("cxr-phantom", "fundus-lesions")
 # The model kind every method chapter explains unless it names others (``medlit.models.MODEL_KINDS``).
 DEFAULT_MODEL = "resnet10"
-GROUND_TRUTH = "box"  # localisation is scored against the union of the boxes, as with real box-annotated data
+# Localisation is scored against the union of the boxes, as with real box-annotated data, and metrics named
+# "<metric>@mask" against the exact finding mask; the pointing-game curve is against the boxes.
+GROUND_TRUTH = "box (metrics named <metric>@mask: the exact finding mask)"
 
 
 @dataclass
@@ -115,11 +125,12 @@ def positive_subset(data: SampleSet, n: int) -> SampleSet:
 
 def metric_params(profile: Profile, data: SampleSet) -> dict:
     """The settings each metric is called with under ``profile`` (recorded in the cube)."""
-    original = data.attrs.get("original_size", data.image_size[0])
     return {
-        "pointing_game": {"tolerance_px": scaled_tolerance(original, data.image_size)},
-        "insertion_auc": {"steps": profile.deletion_steps, "substrate": "blur"},
-        "deletion_auc": {"steps": profile.deletion_steps, "substrate": "zeros"},
+        "pointing_game": {"tolerance_fraction": DEFAULT_TOLERANCE_FRACTION},
+        "pointing_game@mask": {"tolerance_fraction": DEFAULT_TOLERANCE_FRACTION},
+        # both curves, like the perturbation methods' fills, use the protocol's one substrate (a blurred copy)
+        "insertion_auc": {"steps": profile.deletion_steps, "substrate": PROTOCOL_SUBSTRATE},
+        "deletion_auc": {"steps": profile.deletion_steps, "substrate": PROTOCOL_SUBSTRATE},
     }
 
 
@@ -128,15 +139,17 @@ def score_maps(model, data: SampleSet, maps: torch.Tensor, metrics: list[str], p
 
     Faithfulness metrics run on the model's device, in batches of its ``forward_batch``; scores return to the CPU.
     """
-    regions = data.box_masks()
+    regions = {"box": data.box_masks(), "mask": data.finding_masks}
     device = model_device(model)
     images, target = data.images.to(device), positive_class(len(data), device)
     rows = []
     for name in metrics:
-        spec = METRICS[name]
+        spec, ground_truth = metric_spec(name), split_name(name)[1]
         kwargs = params.get(name, {})
         if spec.kind == "localisation":
-            rows.append(spec.fn(maps, regions, **kwargs))
+            rows.append(spec.fn(maps, regions[ground_truth], **kwargs))
+        elif spec.kind == "lesion":
+            rows.append(spec.fn(maps, data.boxes, **kwargs))
         else:
             rows.append(spec.fn(model, images, target, maps.to(device), batch_size=forward_batch(device),
                                 **kwargs).cpu())
@@ -144,17 +157,26 @@ def score_maps(model, data: SampleSet, maps: torch.Tensor, metrics: list[str], p
 
 
 def score_method(model, data: SampleSet, method: str, metrics: list[str], params: dict, *,
-                 batch_size: int | None = None) -> tuple[np.ndarray, float, str]:
+                 batch_size: int | None = None, data_inputs: dict | None = None
+                 ) -> tuple[np.ndarray, float, str, np.ndarray]:
     """One shard: explain ``data`` with ``method`` and score it.
 
-    Returns (scores[metric, sample], seconds per image, reason). When the model does not offer what the method
-    needs, nothing runs: the scores and the time are NaN and ``reason`` says why ("" otherwise).
+    ``data_inputs`` are what data-aware controls need besides the images (``medlit.explain.data_inputs``).
+    Returns (scores[metric, sample], seconds per image, reason, pointing_curve[tolerance, sample]). When the model
+    does not offer what the method needs, nothing runs: the scores, the curve and the time are NaN and ``reason``
+    says why ("" otherwise).
     """
     reason = not_applicable_reason(method, model)
+    missing = missing_data_inputs(method, data_inputs)
+    if missing and not reason:
+        reason = f"needs data input {', '.join(missing)}, which this data set does not provide"
     if reason:
-        return np.full((len(metrics), len(data)), np.nan, np.float32), float("nan"), reason
-    maps, seconds = explain_batched(method, model, data.images, positive_class(len(data)), batch_size=batch_size)
-    return score_maps(model, data, maps, metrics, params), seconds / max(len(data), 1), ""
+        return (np.full((len(metrics), len(data)), np.nan, np.float32), float("nan"), reason,
+                np.full((len(DEFAULT_CURVE_FRACTIONS), len(data)), np.nan, np.float32))
+    maps, seconds = explain_batched(method, model, data.images, positive_class(len(data)), batch_size=batch_size,
+                                    data_inputs=data_inputs)
+    curve = pointing_curve(maps, data.box_masks(), DEFAULT_CURVE_FRACTIONS).numpy().T
+    return score_maps(model, data, maps, metrics, params), seconds / max(len(data), 1), "", curve
 
 
 # The code that determines a cube's numbers: this module and everything it imports (``medlit.paths.code_hash``).
@@ -172,6 +194,8 @@ def sample_coords(prepared: Prepared, data: SampleSet) -> dict:
     prob = predict_proba(prepared.model, data.images).numpy()  # on the model's device, returned on the CPU
     area = data.box_masks().float().mean(dim=(1, 2)).numpy()
     return {
+        "lesion_area_fraction": lesion_area_fraction(data.finding_masks).numpy(),
+        "lesion_contrast": lesion_contrast(data.images, data.finding_masks).numpy(),
         "sample_id": np.asarray(data.meta.get("sample_id", [f"{data.name}-{i}" for i in range(len(data))]), str),
         "label": data.labels.numpy(),
         "finding": np.asarray(data.meta.get("finding", ["unknown"] * len(data)), str),
@@ -196,8 +220,8 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
     and what they import) of this call. A method the model cannot serve is kept with NaN scores and its reason in
     the cube's ``not_applicable`` variable.
     """
-    metrics = list(metrics or DEFAULT_METRICS)
-    unknown = [m for m in methods if m not in EXPLAINERS] + [m for m in metrics if m not in METRICS]
+    metrics = list(metrics or (*DEFAULT_METRICS, *prepared.profile.extra_metrics))
+    unknown = [m for m in methods if m not in EXPLAINERS] + [m for m in metrics if split_name(m)[0] not in METRICS]
     if unknown:
         raise KeyError(f"unknown methods or metrics: {', '.join(unknown)}")
     path = cube_path(prepared.profile.name, chapter, prepared.dataset, prepared.model_kind)
@@ -208,12 +232,14 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
 
     data = prepared.explained
     params = metric_params(prepared.profile, data)
-    scores, seconds, reasons = [], [], []
+    inputs = data_inputs_for(prepared.splits["train"], data)
+    scores, seconds, reasons, curves = [], [], [], []
     for method in tqdm(methods, desc=f"{chapter}: methods", disable=not progress):
-        s, t, reason = score_method(prepared.model, data, method, metrics, params)
+        s, t, reason, curve = score_method(prepared.model, data, method, metrics, params, data_inputs=inputs)
         scores.append(s)
         seconds.append(t)
         reasons.append(reason)
+        curves.append(curve)
     attrs = provenance(prepared.profile.name, prepared.profile.seed, str(prepared.device))
     attrs.update({
         "chapter": chapter, "cache_key": key, "ground_truth": GROUND_TRUTH,
@@ -226,8 +252,9 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
         "profile_settings": json.dumps(prepared.profile.as_dict()),
     })
     cube = make_cube(dataset=prepared.dataset, model=prepared.model_label, model_kind=prepared.model_kind,
-                     methods=[EXPLAINERS[m] for m in methods], metrics=[METRICS[m] for m in metrics],
+                     methods=[EXPLAINERS[m] for m in methods], metrics=[metric_spec(m) for m in metrics],
                      scores=np.stack(scores), seconds_per_image=np.asarray(seconds), not_applicable=reasons,
+                     pointing_curve=np.stack(curves), tolerances=list(DEFAULT_CURVE_FRACTIONS),
                      samples=sample_coords(prepared, data), model_record=prepared.record, metric_params=params,
                      attrs=attrs)
     write_cube(cube, path)

@@ -4,9 +4,10 @@ A cube holds ``score`` with dims (dataset, model, explainer, metric, sample), th
 per (dataset, model, explainer), ``not_applicable`` per (dataset, model, explainer) (why a method could not run on
 a model, "" where it ran; its scores are NaN), the model's own ``model_auroc``/``model_accuracy`` per (dataset,
 model), the model's kind and cache digest, per-sample
-coordinates (label, finding, box area, model probability, correct?), explainer and metric metadata as
-coordinates (family, citation, score direction, ...) and provenance attributes. The comparison chapter needs
-nothing else.
+coordinates (label, finding, box area, lesion size and contrast, model probability, correct?), explainer and
+metric metadata as coordinates (family, citation, score direction, ...), optionally the pointing game's hit at a
+range of tolerances (``pointing_curve``, dims (dataset, model, explainer, tolerance, sample)), and provenance
+attributes. The comparison chapter needs nothing else.
 
 The methods' dimension is called ``explainer``, not ``method``: ``.sel(method=...)`` is xarray's own keyword
 (nearest/pad lookup) and would silently select nothing.
@@ -29,6 +30,8 @@ import xarray as xr
 from medlit.paths import project_root
 
 CUBE_DIMS = ("dataset", "model", "explainer", "metric", "sample")
+# Per-sample facts a data set may record (the embedded generators do): lesion size and contrast, to read difficulty.
+OPTIONAL_SAMPLE_COORDS = ("lesion_area_fraction", "lesion_contrast")
 REQUIRED_VARIABLES = ("score", "seconds_per_image", "model_auroc", "model_accuracy")
 _VERSIONED = ("medlit", "torch", "captum", "monai", "xarray", "numpy")
 
@@ -66,7 +69,8 @@ def provenance(profile: str, seed: int, device: str) -> dict:
 
 def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores: np.ndarray,
               seconds_per_image: np.ndarray, samples: dict, model_record: dict, metric_params: dict,
-              attrs: dict, model_kind: str = "", not_applicable: list[str] | None = None) -> xr.Dataset:
+              attrs: dict, model_kind: str = "", not_applicable: list[str] | None = None,
+              pointing_curve: np.ndarray | None = None, tolerances: list[float] | None = None) -> xr.Dataset:
     """Assemble one cube for a single data set and model.
 
     Parameters
@@ -80,12 +84,15 @@ def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores:
     model_record : the model's record from ``load_or_train`` (test accuracy/AUROC, digest)
     metric_params : metric name -> dict of the parameters it was called with
     attrs : provenance and settings (see ``provenance``)
+    pointing_curve, tolerances : optional (method, tolerance, sample) expected pointing-game hits at each tolerance
+        (a fraction of the image's longer side), against the box union; stored as ``pointing_curve``
     """
     n_method, n_metric, n_sample = scores.shape
     if (n_method, n_metric) != (len(methods), len(metrics)):
         raise ValueError(f"scores shape {scores.shape} does not match {len(methods)} methods x {len(metrics)} metrics")
     per_sample = {name: (("dataset", "sample"), np.asarray(samples[name])[None])
-                  for name in ("sample_id", "label", "finding", "box_area_fraction")}
+                  for name in ("sample_id", "label", "finding", "box_area_fraction", *OPTIONAL_SAMPLE_COORDS)
+                  if name in samples}
     per_model_sample = {name: (("dataset", "model", "sample"), np.asarray(samples[name])[None, None])
                         for name in ("probability", "correct")}
     coords = {
@@ -125,6 +132,13 @@ def make_cube(*, dataset: str, model: str, methods: list, metrics: list, scores:
                            np.asarray(not_applicable or [""] * n_method, dtype=str)[None, None],
                            {"long_name": "why the method could not run on this model ('' where it ran)"}),
     }
+    if pointing_curve is not None:
+        coords["tolerance"] = np.asarray(tolerances, dtype=np.float64)
+        data_vars["pointing_curve"] = (
+            ("dataset", "model", "explainer", "tolerance", "sample"), pointing_curve[None, None].astype(np.float32),
+            {"long_name": "pointing-game hit at each tolerance", "units": "1",
+             "description": "expected hit over the tied maxima, tolerance as a fraction of the image's longer side, "
+                            "against the union of the boxes"})
     return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
 
 

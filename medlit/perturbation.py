@@ -2,11 +2,20 @@
 
 A *substrate* is what hidden or removed pixels become: the black image, each image's mean intensity, a blurred
 copy, or the mean intensity inside the anatomy mask. :data:`SUBSTRATES` maps each name to a function giving the
-substrate as full images shaped like ``x``; each user accepts the subset it documents (RISE and occlusion a
-per-image constant, insertion and deletion zeros or the blur, the substrate check all but the mean).
+substrate as full images shaped like ``x``; each user accepts the subset it documents (the perturbation explainers
+:data:`PERTURBATION_SUBSTRATES`, insertion and deletion zeros, the blur or the mean, the substrate check all).
 
-On a radiograph black is air, and a black patch inside a lung is itself an abnormality, so the perturbation
-explainers default to each image's own mean intensity; ``"zeros"`` keeps the black substrate of the original papers.
+**The protocol substrate.** :data:`PROTOCOL_SUBSTRATE` (``"blur"``, the Gaussian blur of kernel 11 and sigma 5 that
+insertion has always started from) is the default fill of every perturbation explainer (RISE, occlusion, feature
+ablation, KernelSHAP, LIME) *and* the default substrate of insertion and deletion, so a map is made and scored with
+the same notion of "removed". The blur is chosen because it is the only candidate that removes detail without
+adding evidence of its own: black is air on a radiograph, and a black patch inside a lung or on a retina is itself
+an abnormality (blacking out the fundus lesions *raised* p(finding) from 0.875 to 0.983); a flat grey patch (the
+image mean) is a sharp-edged artefact as well; the blur keeps the local intensity and the anatomy, so only the
+fine structure a small finding consists of is lost. Whether it does remove a data set's findings is measured, not
+assumed: :mod:`medlit.studies.substrate_check` reports the explained score with the finding pixels replaced by each
+substrate, and :func:`medlit.studies.substrate_check.inverted_metrics` names the metrics whose substrate fails.
+``"zeros"`` and ``"mean"`` stay available for comparisons with the original papers.
 """
 
 from __future__ import annotations
@@ -19,10 +28,14 @@ from torch import nn
 
 __all__ = [
     "CONSTANT_SUBSTRATES",
+    "PERTURBATION_SUBSTRATES",
+    "PROTOCOL_SUBSTRATE",
     "SUBSTRATES",
     "anatomy_mean",
     "blurred",
+    "explained_forward",
     "gaussian_blur",
+    "perturbation_fill",
     "substrate_fill",
     "substrate_images",
     "substrate_value",
@@ -93,6 +106,13 @@ def anatomy_mean(x: torch.Tensor, anatomy: torch.Tensor | None) -> torch.Tensor:
     return organ_mean[:, :, None, None].expand_as(x)
 
 
+# The substrate every perturbation explainer fills with and insertion/deletion score against by default (see above).
+PROTOCOL_SUBSTRATE = "blur"
+
+# The substrates a perturbation explainer accepts as its baseline: full images, so the blur is one of them.
+PERTURBATION_SUBSTRATES = ("blur", "mean", "zeros")
+
+
 # The one substrate table: name -> function (x, anatomy) giving full substrate images shaped like x.
 SUBSTRATES: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
     "zeros": lambda x, anatomy=None: torch.zeros_like(x),
@@ -116,3 +136,25 @@ def substrate_fill(x: torch.Tensor, kind: str, anatomy: torch.Tensor | None = No
     if kind not in valid or kind not in SUBSTRATES:
         raise ValueError(unknown_substrate(kind, valid))
     return SUBSTRATES[kind](x, anatomy)
+
+
+def perturbation_fill(x: torch.Tensor, kind: str = PROTOCOL_SUBSTRATE) -> torch.Tensor:
+    """The baseline of a perturbation explainer as full, contiguous images shaped like ``x`` (captum's
+    ``baselines``): one of :data:`PERTURBATION_SUBSTRATES`, the protocol substrate by default."""
+    return substrate_fill(x, kind, valid=PERTURBATION_SUBSTRATES).contiguous()
+
+
+def explained_forward(model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` with its (N, K) outputs replaced by every class's explained score (the centred logit of
+    :func:`medlit.explain.targets.explained_score`), for attribution libraries that pick the target column
+    themselves (captum): the target's column is then exactly the quantity every method and metric explains."""
+    from medlit.explain.targets import explained_score
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        if logits.ndim != 2:
+            raise ValueError(f"explained_forward: the model must return (N, K) logits, got {tuple(logits.shape)}")
+        classes = torch.arange(logits.shape[1], device=logits.device)
+        return torch.stack([explained_score(logits, k.expand(len(logits))) for k in classes], dim=1)
+
+    return forward

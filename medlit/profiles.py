@@ -27,6 +27,9 @@ class Profile:
     seed: int = 0
     # Data sets explained on fewer images than n_explain, to keep a profile's time budget: (name, count) pairs.
     n_explain_by_dataset: tuple = ()
+    # Metrics scored beside medlit.benchmark.DEFAULT_METRICS (ROAD's imputation costs a linear solve per image and
+    # step, too much for the CPU profiles' time budget).
+    extra_metrics: tuple = ()
 
     def explain_count(self, dataset: str) -> int:
         """How many positive test images of ``dataset`` are explained and scored under this profile."""
@@ -46,7 +49,7 @@ PROFILES: dict[str, Profile] = {
                      n_explain=96, deletion_steps=64, bootstrap=1000, n_sanity=16,
                      n_explain_by_dataset=(("fundus-lesions", 48),)),
     "full": Profile("full", image_size=256, n_train=12000, n_val=1000, n_test=2000, epochs=30, batch_size=64,
-                    n_explain=500, deletion_steps=128, bootstrap=1000, n_sanity=64),
+                    n_explain=500, deletion_steps=128, bootstrap=1000, n_sanity=64, extra_metrics=("road_morf",)),
 }
 
 

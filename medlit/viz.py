@@ -149,11 +149,14 @@ def explain_examples(prepared, methods: list[str], n: int = 4) -> tuple[SampleSe
         Method name -> (n, H, W) maps, ready for ``map_gallery``.
     """
     from medlit.explain import explain_batched
+    from medlit.explain.data_inputs import data_inputs_for
     from medlit.explain.targets import positive_class
 
     shown = prepared.explained.subset(slice(0, n))
     target = positive_class(len(shown))
-    return shown, {name: explain_batched(name, prepared.model, shown.images, target)[0] for name in methods}
+    inputs = data_inputs_for(prepared.splits["train"], shown)  # what the data-aware controls need
+    return shown, {name: explain_batched(name, prepared.model, shown.images, target, data_inputs=inputs)[0]
+                   for name in methods}
 
 
 # --- charts ---------------------------------------------------------------------------------------------------
@@ -263,3 +266,40 @@ def leaderboard_table(summary: pd.DataFrame, metrics: list[str] | None = None, d
         parts.append(f'<p class="medlit-caption"><em>{caption}</em></p>'
                      f'<div style="overflow-x: auto; max-width: 100%">{styled.to_html()}</div>')
     return HTML("\n".join(parts))
+
+
+def pointing_curve_table(cube, dataset: str, model: str | None = None) -> pd.DataFrame:
+    """Mean pointing-game hit per (method, tolerance) on one data set, from the cube's ``pointing_curve``."""
+    block = cube.sel(dataset=dataset, model=model or cube.model.values[0])
+    present = np.array([isinstance(i, str) and i != "" for i in block.sample_id.values.tolist()])
+    hits = block.pointing_curve.isel(sample=np.flatnonzero(present)).mean("sample", skipna=True)
+    table = hits.to_dataframe(name="hit_rate").reset_index()[["explainer", "tolerance", "hit_rate"]]
+    family = dict(zip(block.explainer.values.tolist(), block.family.values.tolist()))
+    return table.rename(columns={"explainer": "method"}).assign(
+        family=lambda t: t.method.map(family), dataset=dataset)
+
+
+def pointing_curve_chart(table: pd.DataFrame, width: int = 420) -> alt.Chart:
+    """Hit rate against the tolerance (share of the image side) per method; controls dashed.
+
+    A method whose curve stays under a control's at every tolerance has not localised anything, however near its
+    misses are.
+    """
+    table = table.assign(control=table.family == "control")
+    return (alt.Chart(table).mark_line(point=True).encode(
+        x=alt.X("tolerance:Q", title="tolerance (share of the image side)"),
+        y=alt.Y("hit_rate:Q", title="pointing-game hit rate", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("method:N"), strokeDash=alt.StrokeDash("control:N", title="control map"),
+        tooltip=["method", alt.Tooltip("tolerance:Q", format=".3f"), alt.Tooltip("hit_rate:Q", format=".3f")])
+        .properties(width=width, height=260))
+
+
+def rank_chart(summary: pd.DataFrame, metric: str, width: int = 320) -> alt.Chart:
+    """Each method's rank by ``metric`` (1 = best) with its 95 % interval from resampling the images."""
+    table = summary[summary.metric == metric].sort_values("rank")
+    base = alt.Chart(table).encode(y=alt.Y("method:N", sort=None, title=None), color=alt.Color("family:N"))
+    return (base.mark_rule(strokeWidth=2).encode(x=alt.X("rank_low:Q", title=f"rank by {metric} (95 % interval)"),
+                                                 x2="rank_high:Q")
+            + base.mark_point(filled=True, size=60).encode(
+                x="rank:Q", tooltip=["method", "rank", "rank_low", "rank_high"])
+            ).properties(width=width, height=alt.Step(16))

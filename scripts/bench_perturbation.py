@@ -38,9 +38,11 @@ from torch import nn
 
 from medlit.data.phantom import make_cxr_phantom
 from medlit.explain import EXPLAINERS
+from medlit.explain.targets import explained_score
 from medlit.metrics import deletion_auc, insertion_auc, insertion_deletion_curves, step_counts
-from medlit.perturbation import gaussian_blur
+from medlit.metrics.faithfulness import road_morf
 from medlit.models import ModelConfig, build_model
+from medlit.perturbation import explained_forward, gaussian_blur, perturbation_fill
 
 METHODS = ("occlusion", "rise", "kernel_shap", "lime", "scorecam", "feature_ablation")
 DETERMINISTIC = ("occlusion", "feature_ablation", "scorecam")  # maps comparable with the peer's
@@ -124,8 +126,9 @@ def grid_mask(size: int, cells: int, device: torch.device) -> torch.Tensor:
 
 
 def mean_baseline(x: torch.Tensor) -> torch.Tensor:
-    """Per-image mean intensity, full shape (captum accepts it for any perturbations_per_eval)."""
-    return x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x).contiguous()
+    """The registered methods' default fill, the protocol substrate (the blurred image), full shape (captum accepts
+    it for any perturbations_per_eval). The name is historical: it was the per-image mean."""
+    return perturbation_fill(x)
 
 
 # ------------------------------------------------------------------------------------------------ peers (A)
@@ -133,7 +136,7 @@ def mean_baseline(x: torch.Tensor) -> torch.Tensor:
 def captum_occlusion(model, x, target, size, ppe):
     from captum.attr import Occlusion
     window, stride, _ = occlusion_geometry(size)
-    attr = Occlusion(model).attribute(x, sliding_window_shapes=(1, window, window), strides=(1, stride, stride),
+    attr = Occlusion(explained_forward(model)).attribute(x, sliding_window_shapes=(1, window, window), strides=(1, stride, stride),
                                       baselines=mean_baseline(x), target=target, perturbations_per_eval=ppe)
     return attr[:, 0]
 
@@ -142,7 +145,7 @@ def captum_surrogate(kind, model, x, target, size, ppe, n_samples, cells):
     """captum KernelShap / Lime, one image at a time (captum fits one surrogate per example)."""
     from captum.attr import KernelShap, Lime
     cls = KernelShap if kind == "kernel_shap" else Lime
-    explainer = cls(model)
+    explainer = cls(explained_forward(model))
     mask = grid_mask(size, cells, x.device)
     maps = []
     for i in range(len(x)):
@@ -155,7 +158,7 @@ def captum_surrogate(kind, model, x, target, size, ppe, n_samples, cells):
 
 def captum_ablation(model, x, target, size, ppe, cells):
     from captum.attr import FeatureAblation
-    attr = FeatureAblation(model).attribute(x, baselines=mean_baseline(x), target=target,
+    attr = FeatureAblation(explained_forward(model)).attribute(x, baselines=mean_baseline(x), target=target,
                                             feature_mask=grid_mask(size, cells, x.device), perturbations_per_eval=ppe)
     return attr[:, 0]
 
@@ -164,14 +167,15 @@ def captum_ablation(model, x, target, size, ppe, cells):
 def rise_loop(model, x, target, n_masks, cells=8, p=0.5, seed=0):
     """RISE, straightforwardly: per image, per mask, draw the mask, one forward, accumulate score * mask.
 
-    Masks as in the registered RISE (binary grid, bilinear upsampling, random shift; mean-intensity substrate),
-    drawn one at a time inside the loop."""
+    Masks as in the registered RISE (binary grid, bilinear upsampling, random shift; the blurred image as the
+    substrate, the explained score centred over the masks), drawn one at a time inside the loop."""
     b, _, h, w = x.shape
     g = torch.Generator().manual_seed(seed)
     cell_h, cell_w = math.ceil(h / cells), math.ceil(w / cells)
     maps = torch.zeros(b, h, w, device=x.device)
-    fill = x.mean(dim=(1, 2, 3))  # the registered RISE's "mean" substrate
+    fill = perturbation_fill(x)  # the registered RISE's substrate, the protocol blur
     for i in range(b):
+        scores, masks = [], []
         for _ in range(n_masks):
             grid = (torch.rand(1, 1, cells, cells, generator=g) < p).float().to(x.device)
             up = nn.functional.interpolate(grid, size=((cells + 1) * cell_h, (cells + 1) * cell_w),
@@ -180,16 +184,19 @@ def rise_loop(model, x, target, n_masks, cells=8, p=0.5, seed=0):
             dx = int(torch.randint(0, cell_w, (1,), generator=g))
             mask = up[:, :, dy:dy + h, dx:dx + w]
             xi = x[i:i + 1]
-            masked = xi * mask + fill[i] * (1 - mask)
-            score = torch.softmax(model(masked), dim=1)[0, target[i]]
-            maps[i] += score * mask[0, 0]
+            masked = xi * mask + fill[i:i + 1] * (1 - mask)
+            scores.append(explained_score(model(masked), target[i:i + 1])[0])
+            masks.append(mask[0, 0])
+        centred = torch.stack(scores) - torch.stack(scores).mean()
+        maps[i] = (centred[:, None, None] * torch.stack(masks)).sum(dim=0)
     return maps / (n_masks * p)
 
 
 @torch.no_grad()
 def scorecam_loop(model, x, target):
     """Score-CAM, straightforwardly: per image, one forward per channel of the feature layer (min-max normalised,
-    upsampled activation times the image), weights softmax(p_t(masked) - p_t(black)), as the registered one."""
+    upsampled activation times the image), weights softmax(f_t(masked) - f_t(black)), f_t the explained score,
+    as the registered one."""
     b, _, h, w = x.shape
     feats = {}
 
@@ -204,13 +211,13 @@ def scorecam_loop(model, x, target):
             model(xi)
             acts = feats["a"]
             up = nn.functional.interpolate(acts, size=(h, w), mode="bilinear", align_corners=False)[0]
-            base = torch.softmax(model(torch.zeros_like(xi)), dim=1)[0, target[i]]
+            base = explained_score(model(torch.zeros_like(xi)), target[i:i + 1])[0]
             weights = torch.empty(up.shape[0], device=x.device)
             for k in range(up.shape[0]):
                 a = up[k]
                 lo, hi = a.min(), a.max()
                 norm = (a - lo) / (hi - lo) if hi > lo else torch.zeros_like(a)
-                weights[k] = torch.softmax(model(xi * norm), dim=1)[0, target[i]]
+                weights[k] = explained_score(model(xi * norm), target[i:i + 1])[0]
             weights = torch.softmax(weights - base, dim=0)
             cam = torch.relu((weights[:, None, None] * acts[0]).sum(0))
             maps.append(nn.functional.interpolate(cam[None, None], size=(h, w), mode="bilinear",
@@ -237,7 +244,7 @@ def per_step_curves(model, x, target, maps, steps, mode, substrate):
             idx = order[i, moved:n]
             img[:, idx] = fin[:, idx]
             moved = n
-            curves[i, k] = torch.softmax(model(img.view(1, c, h, w)), dim=1)[0, target[i]].item()
+            curves[i, k] = explained_score(model(img.view(1, c, h, w)), target[i:i + 1])[0].item()
     return curves
 
 
@@ -447,6 +454,8 @@ def main() -> None:
 
         ours_del = insertion_deletion_curves(model, xm, tm, maps, mode="deletion", substrate=black, **kw).cpu()
         ours_ins = insertion_deletion_curves(model, xm, tm, maps, mode="insertion", **kw).cpu()
+        ours_del_p = insertion_deletion_curves(model, xm, tm, maps, mode="deletion", substrate=black,
+                                               quantity="probability", **kw).cpu()  # Quantus records p
 
         t0 = time.perf_counter()
         ref_del = per_step_curves(model, xm, tm, maps, args.steps, "deletion", black.expand_as(xm))
@@ -465,7 +474,7 @@ def main() -> None:
 
         d_ref_del = (ours_del - ref_del).abs().max().item()
         d_ref_ins = (ours_ins - ref_ins).abs().max().item()
-        d_q = float(np.abs(ours_del[:, 1:].numpy().astype(np.float64) - theirs).max())
+        d_q = float(np.abs(ours_del_p[:, 1:].numpy().astype(np.float64) - theirs).max())
         print(f"deletion : batched {t_del:.4f} s/image (batch {best_bs}: {t_del_best:.4f}), per step "
               f"{t_ref_del:.4f}, Quantus PixelFlipping {t_q:.4f}")
         print(f"insertion: batched {t_ins:.4f} s/image, per step {t_ref_ins:.4f}")
@@ -475,6 +484,15 @@ def main() -> None:
         table.add("insertion_auc vs per-step loop", t_ins, t_ref_ins, t_ref_ins / t_ins, METRIC_TARGET)
         table.add("deletion_auc vs Quantus PixelFlipping", t_del, t_q, t_q / t_del, METRIC_TARGET)
         table.add(f"deletion_auc (batch {best_bs}) vs Quantus", t_del_best, t_q, t_q / t_del_best, METRIC_TARGET)
+
+        # ROAD: noisy linear imputation of every (image, fraction) pair, then one forward per batch of pairs
+        road_steps = default_kwarg(road_morf, "steps", 5)
+        t_road = best_of(lambda: road_morf(model, xm, tm, maps, batch_size=args.metric_batch_size),
+                         args.repeats, device) / len(xm)
+        road_bound = math.ceil(road_steps + 1) * fwd
+        print(f"road_morf ({road_steps - 1} fractions): {t_road:.4f} s/image ({96 * t_road:.2f} s per 96 images); "
+              f"its {road_steps + 1} forwards alone {road_bound:.4f} s/image")
+        table.add("road_morf: forward bound / measured", t_road, road_bound, road_bound / t_road)
 
     print()
     table.print()

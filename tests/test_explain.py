@@ -6,14 +6,34 @@ import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
-from medlit.explain import EXPLAINERS, NotApplicable, explain_batched
+from medlit.explain import EXPLAINERS, MissingDataInput, NotApplicable, data_inputs_for, explain_batched
+from medlit.explain.registry import is_per_image
 from medlit.models import MODEL_KINDS, ModelConfig, build_model
+from tests.conftest import square_set
 
 
 def tiny_instance(kind: str, in_channels: int = 1):
     """A small untrained model of registered kind ``kind`` for 32 px images."""
     return build_model(ModelConfig(dataset="squares", image_size=32, n_train=8, n_val=8, epochs=1, batch_size=8,
                                    arch=kind, in_channels=in_channels)).eval()
+
+
+def disc_anatomy(n: int, size: int = 32) -> torch.Tensor:
+    """(n, size, size) bool: a centred disc, an organ that does not fill the image (as lungs and fundi do not)."""
+    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    return (r[:, None] ** 2 + r[None, :] ** 2 <= (0.4 * size) ** 2).expand(n, size, size).clone()
+
+
+def inputs_for(n: int, size: int = 32) -> dict:
+    """Every data input for ``n`` explained images: a disc anatomy, and the box prior of a squares train split."""
+    explained = square_set(n=n, size=size, seed=3)
+    explained.anatomy_masks = disc_anatomy(n, size)
+    return data_inputs_for(square_set(size=size, seed=1, split="train"), explained)
+
+
+def declared(name: str, inputs: dict, index=slice(None)) -> dict:
+    """The data inputs explainer ``name`` declares, per-image ones at ``index``: its keyword arguments."""
+    return {k: inputs[k][index] if is_per_image(k) else inputs[k] for k in EXPLAINERS[name].data_inputs}
 
 
 # Every (explainer, model kind) pair the kind can serve: a new method or model kind is tested once registered.
@@ -26,12 +46,38 @@ UNSERVED = [(name, kind) for kind in MODEL_KINDS.names() for name in EXPLAINERS.
 @pytest.mark.parametrize("name,kind", SERVED)
 def test_contract_shape_dtype_and_batch_equals_loop(name, kind, squares):
     model = tiny_instance(kind)
-    x, target = squares.images[:4], torch.ones(4, dtype=torch.long)
-    maps = EXPLAINERS[name].fn(model, x, target)
+    x, target, inputs = squares.images[:4], torch.ones(4, dtype=torch.long), inputs_for(4)
+    maps = EXPLAINERS[name].fn(model, x, target, **declared(name, inputs))
     assert maps.shape == (4, 32, 32) and maps.dtype == torch.float32
     assert torch.isfinite(maps).all()
-    one_by_one = torch.cat([EXPLAINERS[name].fn(model, x[i:i + 1], target[i:i + 1]) for i in range(4)])
+    one_by_one = torch.cat([EXPLAINERS[name].fn(model, x[i:i + 1], target[i:i + 1],
+                                                **declared(name, inputs, slice(i, i + 1))) for i in range(4)])
     torch.testing.assert_close(maps, one_by_one, rtol=1e-4, atol=1e-6)
+
+
+# Every explainer with data inputs, and two without (which must ignore the inputs they do not declare).
+WITH_INPUTS = [n for n in EXPLAINERS.names() if EXPLAINERS[n].data_inputs] + ["centre_prior", "gradcam"]
+
+
+@pytest.mark.parametrize("name", WITH_INPUTS)
+def test_explain_batched_passes_data_inputs_sliced_to_each_batch(name, tiny_model, squares):
+    """Through ``explain_batched``, with batches that split the images unevenly, an explainer gives the maps of
+    one call on all images: per-image inputs follow their images; inputs it does not declare are ignored."""
+    x, target, inputs = squares.images[:5], torch.ones(5, dtype=torch.long), inputs_for(5)
+    maps, _ = explain_batched(name, tiny_model, x, target, data_inputs=inputs, batch_size=2)
+    whole = EXPLAINERS[name].fn(tiny_model, x, target, **declared(name, inputs))
+    torch.testing.assert_close(maps, whole.float(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in EXPLAINERS.names() if EXPLAINERS[n].data_inputs])
+def test_a_missing_data_input_is_refused_by_name(name, tiny_model, squares):
+    x, target = squares.images[:2], torch.ones(2, dtype=torch.long)
+    first = EXPLAINERS[name].data_inputs[0]
+    with pytest.raises(MissingDataInput, match=f"explainer '{name}' needs data input.*'{first}'"):
+        explain_batched(name, tiny_model, x, target)
+    partial = {k: v for k, v in inputs_for(2).items() if k != first}
+    with pytest.raises(ValueError, match=f"'{name}'.*'{first}'"):  # MissingDataInput is a ValueError
+        explain_batched(name, tiny_model, x, target, data_inputs=partial)
 
 
 @pytest.mark.parametrize("name,kind", UNSERVED or [pytest.param("", "", marks=pytest.mark.skip("none"))])
@@ -45,7 +91,7 @@ def test_colour_images_give_one_map_per_image(name):
     """The fundus set is RGB: every explainer must reduce the channels to one (H, W) map."""
     model = tiny_instance("resnet10", in_channels=3)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    maps = EXPLAINERS[name].fn(model, x, torch.ones(3, dtype=torch.long))
+    maps = EXPLAINERS[name].fn(model, x, torch.ones(3, dtype=torch.long), **declared(name, inputs_for(3)))
     assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32 and torch.isfinite(maps).all()
 
 
@@ -56,6 +102,9 @@ def test_metadata_is_complete(name):
     assert spec.long_name
     assert spec.is_control or spec.citation, "a method must cite its paper"
     assert spec.forward_passes >= 0 and spec.backward_passes >= 0
+    assert isinstance(spec.data_inputs, tuple)
+    if spec.is_control:  # a control uses no model: it costs nothing and says so
+        assert spec.forward_passes == spec.backward_passes == 0 and "control" in spec.long_name
 
 
 def test_unknown_explainer_names_the_registered_ones():

@@ -83,7 +83,12 @@ def test_power_iteration_finds_a_known_top_singular_value():
 def test_power_iteration_matches_svdvals_on_the_resnet(tiny_model, squares, k, iters):
     x = squares.images[:4]
     exact = exact_singular_values(tiny_model, x)[:, :k]
-    torch.testing.assert_close(jacobian_spectrum(tiny_model, x, k=k, iters=iters), exact, rtol=1e-4, atol=0)
+    # the model's logits are centred (two rows +-J/2 of one gradient): sigma_2 is zero up to rounding
+    scale = float(exact[:, 0].max())
+    torch.testing.assert_close(jacobian_spectrum(tiny_model, x, k=k, iters=iters), exact, rtol=1e-4,
+                               atol=1e-5 * scale)
+    if k == 2:
+        assert (exact[:, 1] <= 1e-5 * exact[:, 0]).all()
 
 
 def test_spectrum_batch_equals_loop_and_rejects_k_above_the_rank(tiny_model, squares):
@@ -172,7 +177,8 @@ def test_stability_table_on_a_linear_model_gives_the_exact_distance_to_the_bound
 
 def test_stability_table_on_the_resnet(tiny_model, squares):
     table = stability_table(tiny_model, squares.images[:6], squares.labels[:6])
-    assert len(table) == 6 and table.notna().all().all()
-    assert (table["sigma_1"] >= table["sigma_2"]).all() and (table["sigma_2"] > 0).all()
+    assert len(table) == 6 and table.drop(columns="sigma_ratio").notna().all().all()
+    # centred logits (+-s): a rank-1 Jacobian, sigma_2 zero up to rounding and no ratio
+    assert (table["sigma_2"] <= 1e-6 * table["sigma_1"]).all() and table["sigma_ratio"].isna().all()
     exact = exact_singular_values(tiny_model, squares.images[:6])
     assert table["sigma_1"].tolist() == pytest.approx(exact[:, 0].tolist(), rel=1e-5)

@@ -1,13 +1,16 @@
 """Agreement of medlit.metrics with peer implementations: Quantus, scikit-learn, scikit-image, RISE.
 
 Quantus 0.6 runs here with a plain torch model (its PyTorchModel wrapper needs no torchvision), so its
-PointingGame, RelevanceMassAccuracy and PixelFlipping are compared directly. Known, documented differences
+PointingGame, RelevanceMassAccuracy, RelevanceRankAccuracy and PixelFlipping are compared directly. Known, documented differences
 that the inputs below avoid on purpose:
 
 * Quantus's PointingGame writes NaN into a bool array, so an empty mask counts as a hit (medlit: NaN),
   and its ``weighted=True`` mode fails on batches with hits: the tests use non-empty masks, the unweighted
-  mode, and maps with a unique maximum (Quantus counts a hit on *any* tied maximum, medlit takes the first
-  in row-major order). Quantus has no tolerance, so it is compared with ``pointing_game_strict``.
+  mode, and maps with a unique maximum (Quantus counts a hit on *any* tied maximum, medlit scores the
+  expected hit over the tied maxima: a test pins that difference). Quantus has no tolerance, so it is
+  compared with ``pointing_game_strict``.
+* RelevanceRankAccuracy breaks ties at the K-th value with an unstable argsort; medlit shares them out by
+  expectation. The maps compared have distinct values.
 * RelevanceMassAccuracy sums signed relevance; medlit's energy pointing game sums positive relevance only.
 * PixelFlipping's curve omits the unperturbed start (medlit's column 0), breaks ties with an unstable
   argsort (maps here have distinct values), uses ``np.trapz`` with dx = 1 for its AUC (so only the curves
@@ -35,7 +38,9 @@ from medlit.metrics import (
     insertion_deletion_curves,
     iou_otsu,
     otsu_binarise,
+    pointing_game,
     pointing_game_strict,
+    relevance_rank_accuracy,
 )
 from medlit.perturbation import gaussian_blur
 
@@ -74,6 +79,35 @@ def test_pointing_game_strict_equals_quantus_unweighted(batch):
     ours = pointing_game_strict(maps, regions).numpy()
     assert 0 < ours.sum() < B  # both hits and misses
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_pointing_game_ties_expected_hit_where_quantus_counts_any_tied_maximum(batch):
+    maps, regions, x = batch
+    maps, regions, x = maps[:4].clone(), regions[:4], x[:4]
+    for i in range(4):  # two tied maxima: one inside the region, one outside (the region never reaches row 27)
+        inside = torch.nonzero(regions[i])[0]
+        maps[i, inside[0], inside[1]] = maps[i, H - 1, W - 1] = 20.0
+    metric = quantus.PointingGame(weighted=False, abs=False, normalise=False, disable_warnings=True)
+    theirs = np.asarray(metric(**quantus_kwargs(maps, regions, x)), dtype=np.float32)
+    np.testing.assert_array_equal(theirs, np.ones(4, np.float32))  # any tied maximum in the region: a hit
+    np.testing.assert_array_equal(pointing_game_strict(maps, regions).numpy(), np.full(4, 0.5, np.float32))
+
+
+def test_pointing_game_at_zero_tolerance_equals_quantus(batch):
+    maps, regions, x = batch
+    metric = quantus.PointingGame(weighted=False, abs=False, normalise=False, disable_warnings=True)
+    theirs = np.asarray(metric(**quantus_kwargs(maps, regions, x)), dtype=np.float32)
+    np.testing.assert_array_equal(pointing_game(maps, regions, tolerance_fraction=0.0).numpy(), theirs)
+
+
+def test_relevance_rank_accuracy_equals_quantus(batch):
+    maps, regions, x = batch
+    maps = maps + 1.5 * regions.float()  # informative maps, still with distinct values: no ties at the K-th
+    metric = quantus.RelevanceRankAccuracy(abs=False, normalise=False, disable_warnings=True)
+    theirs = np.asarray(metric(**quantus_kwargs(maps, regions, x)), dtype=np.float64)
+    ours = relevance_rank_accuracy(maps, regions).numpy()
+    assert 0 < ours.min() < ours.max() < 1  # informative: neither all hits nor all misses
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
 def test_energy_pointing_game_equals_relevance_mass_accuracy(batch):
@@ -123,7 +157,8 @@ def test_deletion_curve_equals_quantus_pixel_flipping(batch):
                                    normalise=False, disable_warnings=True)
     theirs = np.asarray(metric(model=model, x_batch=x.numpy(), y_batch=target, a_batch=maps[:, None].numpy(),
                                channel_first=True, softmax=True, device="cpu"))
-    ours = insertion_deletion_curves(model, x, torch.as_tensor(target), maps, mode="deletion", steps=steps)
+    ours = insertion_deletion_curves(model, x, torch.as_tensor(target), maps, mode="deletion", steps=steps,
+                                     substrate="zeros", quantity="probability")  # Quantus: black, softmax
     np.testing.assert_allclose(ours[:, 1:].numpy(), theirs, atol=1e-6)
 
 
@@ -151,7 +186,8 @@ def test_curves_equal_literal_reference(mode):
     maps = torch.round(torch.randn(3, 12, 10, generator=g) * 2)  # ties: stable order by pixel index
     model, target, steps = small_cnn(3), torch.tensor([2, 0, 1]), 7  # 120 px / 7 steps: rounding matters
     substrate = gaussian_blur(x) if mode == "insertion" else torch.zeros_like(x)
-    ours = insertion_deletion_curves(model, x, target, maps, mode=mode, steps=steps, batch_size=5)
+    ours = insertion_deletion_curves(model, x, target, maps, mode=mode, steps=steps, batch_size=5,
+                                     substrate=substrate, quantity="probability")
     for i in range(3):
         ref = literal_curve(model, x[i], int(target[i]), maps[i], mode, steps, substrate[i])
         np.testing.assert_allclose(ours[i].numpy(), ref, atol=1e-6)

@@ -79,12 +79,15 @@ def test_a_model_without_a_capability_is_refused_with_the_reason(squares):
 
 def test_the_pipeline_records_not_applicable_methods_as_nan_with_the_reason(squares):
     from medlit.benchmark import score_method
+    from medlit.metrics import DEFAULT_CURVE_FRACTIONS
 
     model, positives = PlainNet().eval(), squares.subset(np.arange(1, 8, 2))
-    scores, seconds, reason = score_method(model, positives, "lrp_epsilon", ["pointing_game"], {})
-    assert np.isnan(scores).all() and np.isnan(seconds) and "lrp_rewrite" in reason
-    scores, seconds, reason = score_method(model, positives, "saliency", ["pointing_game"], {})
+    scores, seconds, reason, curve = score_method(model, positives, "lrp_epsilon", ["pointing_game"], {})
+    assert np.isnan(scores).all() and np.isnan(seconds) and np.isnan(curve).all() and "lrp_rewrite" in reason
+    scores, seconds, reason, curve = score_method(model, positives, "saliency", ["pointing_game"], {})
     assert np.isfinite(scores).all() and reason == ""
+    assert curve.shape == (len(DEFAULT_CURVE_FRACTIONS), len(positives)) and np.isfinite(curve).all()
+    assert (np.diff(curve, axis=0) >= 0).all()  # a larger tolerance never loses a hit
 
 
 def test_load_or_train_puts_the_model_on_the_device_and_records_it(tmp_path):

@@ -8,9 +8,12 @@ import torch
 from medlit.data import ct, fundus, phantom, seeding
 from medlit.perturbation import (
     CONSTANT_SUBSTRATES,
+    PERTURBATION_SUBSTRATES,
+    PROTOCOL_SUBSTRATE,
     SUBSTRATES,
     blurred,
     gaussian_blur,
+    perturbation_fill,
     substrate_fill,
     substrate_images,
     substrate_value,
@@ -83,9 +86,24 @@ def test_metric_and_explainers_share_the_one_home():
 
     assert not hasattr(faithfulness, "gaussian_blur"), "the metric module does not re-export the blur"
     assert integrated_gradients.blurred is blurred
-    with pytest.raises(ValueError, match=r"'mean'.*zeros, blur or a tensor"):
+    with pytest.raises(ValueError, match=r"'anatomy_mean'.*zeros, blur, mean or a tensor"):
         faithfulness.insertion_auc(lambda z: torch.zeros(len(z), 2), torch.zeros(1, 1, 8, 8), torch.zeros(1).long(),
-                                   torch.zeros(1, 8, 8), substrate="mean")
+                                   torch.zeros(1, 8, 8), substrate="anatomy_mean")
+
+
+def test_one_protocol_substrate_for_explainers_and_metrics(images):
+    import inspect
+
+    from medlit.metrics import faithfulness
+
+    x, _ = images
+    assert PROTOCOL_SUBSTRATE == "blur" and PROTOCOL_SUBSTRATE in PERTURBATION_SUBSTRATES
+    assert torch.equal(perturbation_fill(x), gaussian_blur(x))  # the insertion metric's kernel 11, sigma 5
+    assert perturbation_fill(x).is_contiguous()
+    for fn in (faithfulness.insertion_auc, faithfulness.deletion_auc, faithfulness.insertion_deletion_curves):
+        assert inspect.signature(fn).parameters["substrate"].default == PROTOCOL_SUBSTRATE, fn.__name__
+    with pytest.raises(ValueError, match=r"'anatomy_mean'.*blur, mean, zeros"):
+        perturbation_fill(x, "anatomy_mean")
 
 
 # --- blur ------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from medlit.explain import EXPLAINERS
 from medlit.metrics import METRICS
+from medlit.metrics.registry import METRIC_KINDS
 from medlit.paths import project_root
 
 BIB_KEYS = set(re.findall(r"@\w+\{([^,\s]+),", (project_root() / "book" / "references.bib").read_text()))
@@ -16,7 +17,7 @@ BIB_KEYS = set(re.findall(r"@\w+\{([^,\s]+),", (project_root() / "book" / "refer
 @pytest.mark.parametrize("name", METRICS.names())
 def test_metric_metadata(name):
     spec = METRICS[name]
-    assert spec.kind in {"localisation", "faithfulness"} and spec.direction in {"higher", "lower"}
+    assert spec.kind in METRIC_KINDS and spec.direction in {"higher", "lower"}
     assert spec.long_name and spec.normalisation
     assert spec.citation in BIB_KEYS, f"{name}: citation {spec.citation!r} is not in references.bib"
 

@@ -22,11 +22,12 @@ from tests.test_cube import cube_for
 
 
 def summary_rows(means: dict[str, dict[str, float]], metric: str = "pointing_game", beats: set = frozenset(),
-                 families: dict[str, str] | None = None) -> pd.DataFrame:
-    """A ``summarise``-like table: data set -> {method: mean}; ``beats`` holds (data set, method) pairs."""
+                 families: dict[str, str] | None = None, control: str = "centre_prior") -> pd.DataFrame:
+    """A ``summarise``-like table: data set -> {method: mean}; ``beats`` holds (data set, method) pairs that beat
+    ``control``."""
     families = families or {"random": "control", "centre_prior": "control"}
-    return pd.DataFrame([{"dataset": d, "model": "m", "method": m, "metric": metric, "mean": v,
-                          "family": families.get(m, "gradient"), "beats_baseline": (d, m) in beats}
+    return pd.DataFrame([{"dataset": d, "model": "m", "method": m, "metric": metric, "mean": v, "direction": "higher",
+                          "family": families.get(m, "gradient"), "control": control, "beats_control": (d, m) in beats}
                          for d, row in means.items() for m, v in row.items()])
 
 
@@ -220,13 +221,14 @@ def test_explain_examples_explains_the_first_images_for_the_positive_class(monke
 
     calls = []
 
-    def fake_explain(name, model, images, target):
+    def fake_explain(name, model, images, target, data_inputs=None):
         calls.append((name, model, images, target))
+        assert data_inputs["anatomy_masks"].shape == (len(images), *images.shape[-2:])  # for the data-aware controls
         return torch.zeros(len(images), *images.shape[-2:]), 0.0
 
     monkeypatch.setattr(medlit.explain, "explain_batched", fake_explain)
     data = square_set(n=6)
-    prepared = SimpleNamespace(explained=data, model="the model")
+    prepared = SimpleNamespace(explained=data, model="the model", splits={"train": square_set(n=8)})
     shown, maps = explain_examples(prepared, ["saliency", "gradcam"], n=4)
     assert len(shown) == 4 and list(maps) == ["saliency", "gradcam"] and maps["gradcam"].shape == (4, 32, 32)
     name, model, images, target = calls[0]
@@ -245,8 +247,15 @@ def test_best_versus_lines_name_the_best_non_reference_method_per_data_set():
                             "two": {"saliency": 0.1, "smoothgrad": 0.4, "gradcam": 0.2, "random": 0.0,
                                     "centre_prior": 0.25}})
     text = best_versus_lines(summary, "pointing_game", {"saliency": "Saliency", "gradcam": "Grad-CAM"})
-    assert text == ("- **one**: Saliency hits 0.80 of the images, Grad-CAM 0.90, the centre prior 0.30.\n"
-                    "- **two**: smoothgrad hits 0.40 of the images, Grad-CAM 0.20, the centre prior 0.25.")
+    assert text == ("- **one**: Saliency hits 0.80 of the images, Grad-CAM 0.90, the centre prior 0.30; Saliency "
+                    "does not clearly beat the centre prior.\n"
+                    "- **two**: smoothgrad hits 0.40 of the images, Grad-CAM 0.20, the centre prior 0.25; smoothgrad "
+                    "does not clearly beat the centre prior.")
+    # the control named is the one summarise compared with; a named baseline is shown without a verdict
+    summary = summary_rows({"one": {"saliency": 0.8, "gradcam": 0.9, "random": 0.5, "centre_prior": 0.3}},
+                           beats={("one", "saliency")}, control="random")
+    assert best_versus_lines(summary).endswith("the random map 0.50; saliency beats the random map.")
+    assert best_versus_lines(summary, baseline="centre_prior", baseline_name="the prior").endswith("the prior 0.30.")
 
 
 def test_randomisation_sentence_names_failing_methods_and_judges_the_best_localiser():
@@ -277,6 +286,9 @@ def test_beats_control_lines_name_only_the_methods_that_beat_the_control():
     text = beats_control_lines(summary, ["pointing_game", "energy_pointing_game"])
     assert text == ("- one, pointing_game: beat the centre prior: saliency\n"
                     "- one, energy_pointing_game: no method beats the centre prior")
+    against_random = summary_rows({"one": {"saliency": 0.8, "random": 0.4}}, beats={("one", "saliency")},
+                                  control="random")
+    assert beats_control_lines(against_random, ["pointing_game"]) == "- one, pointing_game: beat the random map: saliency"
 
 
 def test_cam_stage_table_reads_each_stage_with_its_grid(tiny_model, squares):
@@ -301,7 +313,8 @@ def test_in_short_names_the_best_method_and_counts_the_winners():
     assert len(findings) == 2 and findings[0].startswith("On **cxr-phantom**, ")
     best = summary[(summary.metric == "pointing_game") & (summary.family != "control")].sort_values("mean").iloc[-1]
     assert EXPLAINERS[best.method].long_name in findings[0] and "centre prior" in findings[0]
-    assert "of 2 methods beat the centre prior" in findings[1]
+    assert "of 2 methods beat the centre prior" in findings[1] and "Holm" in findings[1]
+    assert "separate" in findings[0] or "leads" in findings[0], "the sentence says whether the leaders separate"
     assert short_list(findings).count("\n- ") == 1
 
 
@@ -322,3 +335,14 @@ def test_leaderboard_table_is_compact_and_sets_the_controls_apart():
     assert "overflow-x: auto" in html and "cxr-phantom, model m" in html
     assert html.index("Random map") > html.index("Grad-CAM"), "controls come last"
     assert "<th" in html and ">0<" not in html, "no integer index column"
+
+
+def test_inverted_metrics_lose_their_verdicts_on_their_data_set_only():
+    from medlit.summary import drop_inverted, inverted_notes
+
+    rows = pd.DataFrame({"dataset": ["a", "a", "b"], "metric": ["deletion_auc", "pointing_game", "deletion_auc"]})
+    kept = drop_inverted(rows, {"a": {"deletion_auc": "blur raises the score"}, "b": {}})
+    assert kept.values.tolist() == [["a", "pointing_game"], ["b", "deletion_auc"]]
+    assert inverted_notes({"a": {"deletion_auc": "blur raises the score"}}) == (
+        "- **a**, deletion auc: blur raises the score")
+    assert "No faithfulness verdict is withheld" in inverted_notes({"a": {}})

@@ -9,12 +9,42 @@ import torch
 from tqdm.auto import tqdm
 
 from medlit.device import explain_batch, forward_batch, model_device
-from medlit.explain.registry import EXPLAINERS
+from medlit.explain.registry import EXPLAINERS, is_per_image
 from medlit.models.capabilities import missing_capabilities
 
 
 class NotApplicable(TypeError):
     """The model does not offer what the explainer needs (``ExplainerSpec.needs``)."""
+
+
+class MissingDataInput(ValueError):
+    """A data input the explainer declares (``ExplainerSpec.data_inputs``) was not given, or has the wrong length."""
+
+
+def missing_data_inputs(name: str, data_inputs: dict | None) -> list[str]:
+    """The data inputs explainer ``name`` declares that ``data_inputs`` lacks (in declaration order)."""
+    given = data_inputs or {}
+    return [d for d in EXPLAINERS[name].data_inputs if given.get(d) is None]
+
+
+def required_data_inputs(name: str, data_inputs: dict | None, n_images: int) -> dict:
+    """The entries of ``data_inputs`` that explainer ``name`` declares, checked against ``n_images`` images.
+
+    Raises
+    ------
+    MissingDataInput
+        if a declared input is absent (or None), or a per-image input does not have ``n_images`` entries.
+    """
+    missing = missing_data_inputs(name, data_inputs)
+    if missing:
+        raise MissingDataInput(f"explainer {name!r} needs data input(s) {', '.join(map(repr, missing))}, which "
+                               f"were not given: pass data_inputs=medlit.explain.data_inputs_for(train, explained)")
+    required = {d: data_inputs[d] for d in EXPLAINERS[name].data_inputs}
+    for key, value in required.items():
+        if is_per_image(key) and len(value) != n_images:
+            raise MissingDataInput(f"explainer {name!r}: data input {key!r} has {len(value)} entries, "
+                                   f"not one per image ({n_images})")
+    return required
 
 
 def not_applicable_reason(name: str, model) -> str:
@@ -26,8 +56,9 @@ def not_applicable_reason(name: str, model) -> str:
     return f"needs {', '.join(missing)}, which {kind} does not offer"
 
 
-def explain_batched(name: str, model, x: torch.Tensor, target: torch.Tensor, *, batch_size: int | None = None,
-                    progress: bool = False, **settings) -> tuple[torch.Tensor, float]:
+def explain_batched(name: str, model, x: torch.Tensor, target: torch.Tensor, *, data_inputs: dict | None = None,
+                    batch_size: int | None = None, progress: bool = False,
+                    **settings) -> tuple[torch.Tensor, float]:
     """Maps (N, H, W) float32 of explainer ``name`` for every image, and the wall-clock seconds it took.
 
     The model is put in eval mode; batches go to the model's device and maps come back to the CPU,
@@ -36,15 +67,27 @@ def explain_batched(name: str, model, x: torch.Tensor, target: torch.Tensor, *, 
     pass) gets the device's ``forward_batch`` unless ``settings`` names one. ``settings`` are passed to the
     explainer (e.g. a perturbation budget); none means its defaults.
 
+    ``data_inputs`` maps names of ``medlit.explain.registry.DATA_INPUTS`` to tensors (``data_inputs_for`` builds
+    them); each one the explainer declares is passed as a keyword argument, per-image inputs sliced to the
+    batch, data-set inputs whole, both on the model's device. Inputs it does not declare are ignored.
+
     Raises
     ------
     NotApplicable
         if the model lacks a capability the explainer needs.
+    MissingDataInput
+        (a ``ValueError``) if a data input the explainer declares is absent or has the wrong number of images.
+    ValueError
+        if ``settings`` names a data input (it would be silently replaced).
     """
     spec = EXPLAINERS[name]
     reason = not_applicable_reason(name, model)
     if reason:
         raise NotApplicable(f"explainer {name!r} {reason}")
+    required = required_data_inputs(name, data_inputs, len(x))
+    clash = sorted(set(required) & set(settings))
+    if clash:
+        raise ValueError(f"explainer {name!r}: {', '.join(clash)} must be given in data_inputs, not as a setting")
     model.eval()
     device = model_device(model)
     batch_size = batch_size or explain_batch(device)
@@ -55,7 +98,9 @@ def explain_batched(name: str, model, x: torch.Tensor, target: torch.Tensor, *, 
     for start in tqdm(range(0, len(x), batch_size), desc=name, disable=not progress, leave=False):
         xb = x[start:start + batch_size].to(device)
         tb = target[start:start + batch_size].to(device)
-        out = spec.fn(model, xb, tb, **settings)
+        inputs = {key: (value[start:start + batch_size] if is_per_image(key) else value).to(device)
+                  for key, value in required.items()}
+        out = spec.fn(model, xb, tb, **inputs, **settings)
         if out.shape != (xb.shape[0], *xb.shape[-2:]):
             raise RuntimeError(f"explainer {name!r} returned shape {tuple(out.shape)}, "
                                f"expected {(xb.shape[0], *xb.shape[-2:])}")

@@ -2,10 +2,13 @@
 
 Reading of the paper (Algorithm 1): each activation map A_k of the feature layer is upsampled bilinearly to the
 input size and min-max normalised to [0, 1] (H_k); the increase of confidence is s_k = f_t(x * H_k) - f_t(x_b) with
-x_b = 0; the weights are the softmax over channels of s_k; the map is ReLU(sum_k w_k A_k). Here f_t is the softmax
-probability of the target class. Since a softmax over k is unchanged by subtracting f_t(x_b) from every s_k, the
-baseline term does not change the map; it is computed anyway (one forward pass per batch) to follow the
-definition. The official code instead weights by f_t(x * H_k) directly, without the softmax over channels.
+x_b = 0; the weights are the softmax over channels of s_k; the map is ReLU(sum_k w_k A_k). Here f_t is the explained
+score (the target's centred logit, :func:`medlit.explain.targets.explained_score`), the quantity every method and
+metric of the benchmark uses, where the paper uses the softmax probability. The masked images are x * H_k as in
+the paper (the mask's complement is black): Score-CAM's masks are the model's own activations, not a removal of
+evidence, so the protocol substrate does not apply. Since a softmax over k is unchanged by subtracting f_t(x_b)
+from every s_k, the baseline term does not change the map; it is computed anyway (one forward pass per batch) to
+follow the definition. The official code instead weights by f_t(x * H_k) directly, without the softmax over channels.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch.nn.functional as F
 
 from medlit.explain.gradcam import stage_activations_and_gradients, upsample
 from medlit.explain.registry import FORWARD_BATCH, register_cam
+from medlit.explain.targets import explained_score
 
 
 def normalised_upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -50,9 +54,9 @@ def scorecam(model, x: torch.Tensor, target: torch.Tensor, batch_size: int = FOR
         for start in range(0, n * k, batch_size):
             rows = owner[start:start + batch_size]
             masked = x[rows] * normalised_upsampled(flat[start:start + batch_size], tuple(x.shape[-2:]))
-            probs = torch.softmax(model(masked).float(), dim=1)
-            scores.append(probs.gather(1, target[rows].view(-1, 1))[:, 0])
-        baseline = torch.softmax(model(torch.zeros_like(x[:1])).float(), dim=1)[0, target]  # (B,)
+            scores.append(explained_score(model(masked), target[rows]))
+        black = model(torch.zeros_like(x[:1])).expand(n, -1)
+        baseline = explained_score(black, target)  # (B,)
     increase = torch.cat(scores).view(n, k) - baseline[:, None]
     weights = torch.softmax(increase, dim=1)
     cam = torch.relu((weights[:, :, None, None] * activations.float()).sum(dim=1, keepdim=True))

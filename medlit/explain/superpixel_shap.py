@@ -16,7 +16,7 @@ from captum.attr import KernelShap, Lime
 
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
 from medlit.explain.seeding import image_generator
-from medlit.perturbation import substrate_images
+from medlit.perturbation import PROTOCOL_SUBSTRATE, explained_forward, perturbation_fill
 
 
 def grid_superpixels(height: int, width: int, cells: int = 8, device=None) -> torch.Tensor:
@@ -28,11 +28,11 @@ def grid_superpixels(height: int, width: int, cells: int = 8, device=None) -> to
 
 def _superpixel_attribution(method, model, x, target, cells, n_samples, seed, batch_size, baseline):
     feature_mask = grid_superpixels(x.shape[-2], x.shape[-1], cells, x.device)
-    attributor = method(model)
+    attributor = method(explained_forward(model))  # the target's column is its centred logit
     maps = []
     for image, t in zip(x, target):
         image = image[None]
-        baselines = substrate_images(image, baseline)
+        baselines = perturbation_fill(image, baseline)
         # captum samples coalitions from the global CPU RNG: fork it and seed it from the image.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(int(image_generator(image[0], seed).initial_seed()))
@@ -47,8 +47,9 @@ def _superpixel_attribution(method, model, x, target, cells, n_samples, seed, ba
 @register_explainer("kernel_shap", family="perturbation", citation="lundberg2017shap",
                     long_name="KernelSHAP (grid superpixels)", forward_passes=256, backward_passes=0)
 def kernel_shap(model, x: torch.Tensor, target: torch.Tensor, cells: int = 8, n_samples: int = 256,
-                seed: int = 0, batch_size: int = FORWARD_BATCH, baseline: str = "mean") -> torch.Tensor:
-    """Shapley values of the ``cells`` x ``cells`` grid superpixels for the target logit, each painted on its cell.
+                seed: int = 0, batch_size: int = FORWARD_BATCH, baseline: str = PROTOCOL_SUBSTRATE) -> torch.Tensor:
+    """Shapley values of the ``cells`` x ``cells`` grid superpixels for the explained score (the target's centred
+    logit), each painted on its cell.
 
     Parameters
     ----------
@@ -56,8 +57,8 @@ def kernel_shap(model, x: torch.Tensor, target: torch.Tensor, cells: int = 8, n_
     n_samples : coalitions per image, drawn from the Shapley kernel (captum includes the empty and full ones)
     seed : sampling is seeded from ``seed`` and the image's content
     batch_size : perturbed copies per forward pass (captum's ``perturbations_per_eval``)
-    baseline : value of a removed superpixel: ``"mean"`` (the image's mean intensity; black is itself an anomaly
-        on a radiograph) or ``"zeros"``
+    baseline : what a removed superpixel becomes: ``"blur"`` (the protocol substrate, the blurred image),
+        ``"mean"`` (the image's mean intensity) or ``"zeros"`` (black is itself an anomaly on a radiograph)
     """
     return _superpixel_attribution(KernelShap, model, x, target, cells, n_samples, seed, batch_size, baseline)
 
@@ -65,7 +66,8 @@ def kernel_shap(model, x: torch.Tensor, target: torch.Tensor, cells: int = 8, n_
 @register_explainer("lime", family="perturbation", citation="ribeiro2016lime", long_name="LIME (grid superpixels)",
                     forward_passes=256, backward_passes=0)
 def lime(model, x: torch.Tensor, target: torch.Tensor, cells: int = 8, n_samples: int = 256, seed: int = 0,
-         batch_size: int = FORWARD_BATCH, baseline: str = "mean") -> torch.Tensor:
+         batch_size: int = FORWARD_BATCH, baseline: str = PROTOCOL_SUBSTRATE) -> torch.Tensor:
     """Coefficients of captum's LIME surrogate (Lasso, alpha 0.01, exponential cosine kernel of width 1) over
-    grid superpixels, for the target logit, each painted on its cell. Arguments as for ``kernel_shap``."""
+    grid superpixels, for the explained score (the target's centred logit), each painted on its cell. Arguments as
+    for ``kernel_shap``."""
     return _superpixel_attribution(Lime, model, x, target, cells, n_samples, seed, batch_size, baseline)

@@ -6,6 +6,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+# Fields added after models were cached, with the value that means "as before": left out of the digest at that
+# value, so that every model cached before the field existed keeps its digest.
+DIGEST_OMITS_AT_DEFAULT = {"label_shuffle_seed": None}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -32,18 +36,27 @@ class ModelConfig:
     # own cache entry and a CPU run never reuses GPU weights (CPU cubes stay bit-identical for a seed).
     device_type: str = "cpu"
     code: str = ""  # hash of the data and model source code, filled in by the caller
+    # The data randomisation test of Adebayo et al. (2018): the training labels (only those; validation and test
+    # keep theirs, so the record shows chance accuracy) are permuted with this seed. None: the real labels.
+    label_shuffle_seed: int | None = None
+
+    @property
+    def _suffix(self) -> str:
+        return "" if self.label_shuffle_seed is None else f"-shuffled{self.label_shuffle_seed}"
 
     @property
     def name(self) -> str:
-        return f"{self.arch}-{self.dataset}-{self.image_size}px-s{self.seed}"
+        return f"{self.arch}-{self.dataset}-{self.image_size}px-s{self.seed}{self._suffix}"
 
     @property
     def label(self) -> str:
         """The model's name without the data set: the cube's ``model`` coordinate."""
-        return f"{self.arch}-{self.image_size}px-s{self.seed}"
+        return f"{self.arch}-{self.image_size}px-s{self.seed}{self._suffix}"
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = {k: v for k, v in asdict(self).items()
+                  if not (k in DIGEST_OMITS_AT_DEFAULT and v == DIGEST_OMITS_AT_DEFAULT[k])}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def as_dict(self) -> dict:
         return asdict(self)

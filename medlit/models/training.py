@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -79,9 +80,25 @@ def cross_entropy_recipe(model: nn.Module, config: ModelConfig, train: SampleSet
     return history
 
 
+def shuffled_labels(data: SampleSet, seed: int) -> SampleSet:
+    """``data`` with its labels permuted by a generator seeded with ``seed`` (images, boxes and masks unchanged).
+
+    The data randomisation test of Adebayo et al. (2018): a model trained on these labels can only memorise, so
+    its maps should not look like those of a model that learned the task.
+    """
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return dataclasses.replace(data, labels=data.labels[order].clone())
+
+
 def train_model(config: ModelConfig, train: SampleSet, val: SampleSet, *, device: torch.device | str = "cpu",
                 progress: bool = True) -> tuple[nn.Module, list[dict]]:
-    """Build a fresh model of kind ``config.arch`` on ``device`` and train it with its kind's recipe."""
+    """Build a fresh model of kind ``config.arch`` on ``device`` and train it with its kind's recipe.
+
+    With ``config.label_shuffle_seed`` set, the recipe sees the training labels permuted (``shuffled_labels``);
+    validation keeps its real labels, so the history shows chance accuracy.
+    """
+    if config.label_shuffle_seed is not None:
+        train = shuffled_labels(train, config.label_shuffle_seed)
     model = build_model(config).to(device)
     history = MODEL_KINDS[config.arch].recipe(model, config, train, val, device=device, progress=progress)
     model.eval()
@@ -99,7 +116,9 @@ def load_or_train(config: ModelConfig, splits: dict[str, SampleSet], *, cache_di
 
     The model is trained on, or loaded onto, ``device``. Returns the model (eval mode) and its record: config,
     digest, training time, the device it was trained on, history, and the
-    validation and test accuracy/AUROC.
+    validation and test accuracy/AUROC (on the real labels; with ``config.label_shuffle_seed`` set the record
+    also gives ``label_shuffle_seed`` and ``test_chance_accuracy``, the share of the commoner test class, which
+    such a model's accuracy should be near).
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else models_dir()
     weights_path, record_path = _cache_paths(config, cache_dir)
@@ -126,6 +145,10 @@ def load_or_train(config: ModelConfig, splits: dict[str, SampleSet], *, cache_di
         "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
         "weights": weights_path.name,
     }
+    if config.label_shuffle_seed is not None:
+        counts = np.bincount(splits["test"].labels.numpy())
+        record.update({"label_shuffle_seed": config.label_shuffle_seed,
+                       "test_chance_accuracy": float(counts.max() / max(counts.sum(), 1))})
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights_path.with_name(weights_path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))

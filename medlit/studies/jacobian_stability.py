@@ -8,7 +8,8 @@ preliminary and publishes no metric, so medlit defines its own indicators and st
     the singular values of ``J(x)`` (at most K of them are non-zero). ``sigma_1`` is the local gain: the largest
     change in the logit vector, in l2, per unit l2 change of the image, to first order.
 ``sigma_ratio = sigma_1 / sigma_2``
-    a condition-like ratio of the (rank <= K) Jacobian: how anisotropic the local sensitivity is.
+    a condition-like ratio of the (rank <= K) Jacobian: how anisotropic the local sensitivity is. NaN when
+    ``sigma_2 <= 1e-6 sigma_1``: a model that returns centred logits of two classes (``+-s``) has a rank-1 Jacobian.
 ``margin = f_y(x) - max_{k != y} f_k(x)``
     the signed logit margin of the class ``y`` asked about (the label): negative when the model is wrong.
 ``margin_over_sigma1 = margin / sigma_1``
@@ -38,6 +39,9 @@ import pandas as pd
 import torch
 
 from medlit.models.capture import eval_mode, jacobian
+
+
+RANK_TOLERANCE = 1e-6  # sigma_2 below this share of sigma_1 counts as zero
 
 
 def jacobian_matrix(model, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +146,9 @@ def stability_table(model, images: torch.Tensor, labels: torch.Tensor, *, batch_
             "margin": margin.cpu().numpy(),
             "sigma_1": sv[:, 0].cpu().numpy(),
             "sigma_2": sv[:, 1].cpu().numpy(),
-            "sigma_ratio": (sv[:, 0] / sv[:, 1]).cpu().numpy(),
+            # NaN for a rank-1 Jacobian (two centred logits are +-s: one direction, no ratio to speak of)
+            "sigma_ratio": torch.where(sv[:, 1] > RANK_TOLERANCE * sv[:, 0], sv[:, 0] / sv[:, 1],
+                                       torch.full_like(sv[:, 0], math.nan)).cpu().numpy(),
             "margin_over_sigma1": (margin / sv[:, 0]).cpu().numpy(),
             "boundary_distance": (margin / grad_margin.norm(dim=1)).cpu().numpy(),
         }))
