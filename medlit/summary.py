@@ -147,6 +147,9 @@ def _groups(block: xr.Dataset, present: np.ndarray, by: str | None, bins: int | 
         raise ValueError(f"summarise: by={by!r} must vary over samples only (per data set and model), "
                          f"found dims {block[by].dims}")
     if bins is None:
+        if values.dtype.kind == "f" and np.isin(values[present], (0.0, 1.0)).all():
+            # a boolean (``correct``) that merging padded with NaN for a smaller data set: still two groups
+            values = np.where(present, values == 1.0, False)
         if values.dtype.kind == "f":
             raise ValueError(f"summarise: by={by!r} is numeric; pass bins= to group it into quantiles")
         return [(g.item() if hasattr(g, "item") else g, present & (values == g)) for g in pd.unique(values[present])]

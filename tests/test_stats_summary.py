@@ -332,6 +332,11 @@ def test_groups_by_a_per_model_coordinate_and_by_quantile_bins():
     by_correct = summarise(cube, replicates=50, by="correct")
     counts = by_correct[by_correct.metric == "deletion_auc"].groupby("correct").group_n.first()
     assert counts.to_dict() == {False: 5, True: 7}  # probabilities linspace(0.2, 0.9, 12) >= 0.5
+    # merged with a larger data set, ``correct`` is padded with NaN (a float array): still the same two groups
+    padded = cube.reindex(sample=np.arange(16))
+    padded["sample_id"] = padded.sample_id.fillna("")
+    again = summarise(padded, replicates=50, by="correct")
+    assert again[again.metric == "deletion_auc"].groupby("correct").group_n.first().to_dict() == {False: 5, True: 7}
     cube["box_area_fraction"][:] = np.linspace(0.01, 0.12, 12)[None]
     binned = summarise(cube, replicates=50, by="box_area_fraction", bins=3)
     labels = list(dict.fromkeys(binned.box_area_fraction))
