@@ -38,6 +38,7 @@ from medlit.studies.randomisation import (
     CONVENTIONS,
     MEASURES,
     VERDICT_RULE,
+    add_localisation,
     explain_timed,
     interval_vars,
     localisation_metrics,
@@ -120,11 +121,7 @@ def data_randomisation(model, shuffled_model, x: torch.Tensor, target: torch.Ten
               "family": ("explainer", [EXPLAINERS[n].family for n in names]),
               "seconds": ("explainer", seconds + null_seconds), "not_applicable": ("explainer", reasons)}
     if metrics:
-        data_vars["localisation"] = (("explainer", "model", "metric", "sample"), located,
-                                     {"long_name": "localisation score of the raw map"})
-        data_vars.update(interval_vars("localisation", located, ("explainer", "model", "metric"), replicates, seed,
-                                       "localisation score"))
-        coords.update({"model": ["trained", "shuffled_labels"], "metric": metrics})
+        add_localisation(data_vars, coords, located, metrics, "shuffled_labels", replicates, seed)
     attrs = {"seed": seed, "conventions": CONVENTIONS, "citation": "adebayo2018sanity", "bootstrap": replicates,
              "localisation_params": json.dumps(localisation_params or {}, sort_keys=True)}
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

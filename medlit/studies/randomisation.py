@@ -261,6 +261,17 @@ def interval_vars(name: str, values: np.ndarray, dims: tuple[str, ...], replicat
                                                ("high", "95% bootstrap interval, high")))}
 
 
+
+def add_localisation(data_vars: dict, coords: dict, located: np.ndarray, metrics: list[str], other_model: str,
+                     replicates: int, seed: int) -> None:
+    """Put the localisation scores (explainer, model, metric, sample) of the maps on the trained model and on
+    ``other_model`` (the model that learned nothing), with their intervals, into a check's variables and coords."""
+    data_vars["localisation"] = (("explainer", "model", "metric", "sample"), located,
+                                 {"long_name": "localisation score of the raw map"})
+    data_vars.update(interval_vars("localisation", located, ("explainer", "model", "metric"), replicates, seed,
+                                   "localisation score"))
+    coords.update({"model": ["trained", other_model], "metric": metrics})
+
 def explain_timed(name: str, model, x, target, *, batch_size: int = 32, data_inputs: dict | None = None
                   ) -> tuple[torch.Tensor, float]:
     """Raw maps (N, H, W) of ``name`` on ``model`` and the seconds they took (``explain_batched``)."""
@@ -379,11 +390,7 @@ def cascading_randomisation(model, x: torch.Tensor, target: torch.Tensor, explai
               "n_groups_randomised": ("randomised", np.arange(len(labels))),
               "added_modules": ("randomised", ["", *[",".join(mods) for _, mods in cascade]])}
     if metrics:
-        data_vars["localisation"] = (("explainer", "model", "metric", "sample"), located,
-                                     {"long_name": "localisation score of the raw map"})
-        data_vars.update(interval_vars("localisation", located, ("explainer", "model", "metric"), replicates, seed,
-                                       "localisation score"))
-        coords.update({"model": ["trained", "randomised"], "metric": metrics})
+        add_localisation(data_vars, coords, located, metrics, "randomised", replicates, seed)
     attrs = {"seed": seed, "conventions": CONVENTIONS, "citation": "adebayo2018sanity", "bootstrap": replicates,
              "null_seeds": json.dumps([1000 * seed + o for o in NULL_SEED_OFFSETS]) if null else "",
              "localisation_params": json.dumps(localisation_params or {}, sort_keys=True)}
