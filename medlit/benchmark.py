@@ -9,7 +9,9 @@ elsewhere (e.g. on Dask) and be merged with ``medlit.cube.merge_cubes``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from medlit.metrics import DEFAULT_CURVE_FRACTIONS, DEFAULT_TOLERANCE_FRACTION, 
 from medlit.metrics.ground_truth import metric_spec, split_name
 from medlit.models import MODEL_KINDS, ModelConfig, load_or_train
 from medlit.models.training import predict_proba
-from medlit.paths import code_hash, cubes_dir
+from medlit.paths import atomic_write_bytes, code_hash, cubes_dir
 from medlit.perturbation import PROTOCOL_SUBSTRATE
 from medlit.profiles import Profile, get_profile
 
@@ -184,6 +186,40 @@ def score_method(model, data: SampleSet, method: str, metrics: list[str], params
 SCORING_MODULES = ("medlit.benchmark",)
 
 
+def shard_path(prepared: Prepared, method: str, key: str) -> Path:
+    """Where one method's scores on one data set and model are kept, whichever chapter computed them:
+    ``results/<profile>/shards/<dataset>--<model kind>--<method>--<key>.npz``."""
+    name = f"{prepared.dataset}--{prepared.model_kind}--{method}--{key}.npz"
+    return cubes_dir(prepared.profile.name).parent / "shards" / name
+
+
+def _shard_key(method: str, metrics: list[str], params: dict, prepared: Prepared, n_images: int) -> str:
+    key = {"method": method, "metrics": metrics, "params": params, "profile": prepared.profile.as_dict(),
+           "dataset": prepared.dataset, "model": prepared.record["digest"], "n": n_images,
+           "curve": list(DEFAULT_CURVE_FRACTIONS), "code": code_hash(*SCORING_MODULES)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_score_method(prepared: Prepared, data: SampleSet, method: str, metrics: list[str], params: dict,
+                        data_inputs: dict | None, *, force: bool = False) -> tuple[np.ndarray, float, str, np.ndarray]:
+    """``score_method``, read back from its shard file when this method was scored on the same images, model,
+    metrics, settings and scoring code before, by any chapter (the controls every chapter shows are scored once).
+    A shard that cannot be read is computed again and overwritten."""
+    path = shard_path(prepared, method, _shard_key(method, metrics, params, prepared, len(data)))
+    if path.is_file() and not force:
+        try:
+            with np.load(path, allow_pickle=False) as shard:
+                return shard["scores"], float(shard["seconds"]), str(shard["reason"]), shard["curve"]
+        except Exception as error:  # a torn or foreign file: say so and score again
+            warnings.warn(f"score shard {path} could not be read ({error}); scoring {method!r} again", stacklevel=2)
+    scores, seconds, reason, curve = score_method(prepared.model, data, method, metrics, params,
+                                                  data_inputs=data_inputs)
+    buffer = io.BytesIO()
+    np.savez(buffer, scores=scores, seconds=np.float64(seconds), reason=np.asarray(reason), curve=curve)
+    atomic_write_bytes(path, buffer.getvalue())
+    return scores, seconds, reason, curve
+
+
 def _cache_key(chapter: str, methods: list[str], metrics: list[str], prepared: Prepared) -> str:
     key = {"chapter": chapter, "methods": methods, "metrics": metrics, "profile": prepared.profile.as_dict(),
            "dataset": prepared.dataset, "model": prepared.record["digest"], "code": code_hash(*SCORING_MODULES)}
@@ -217,8 +253,10 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
 
     The cube is ``cube_path(profile, chapter, dataset, model kind)``; it is up to date when its ``cache_key``
     attribute matches the chapter, methods, metrics, profile, model and the scoring code (``SCORING_MODULES``
-    and what they import) of this call. A method the model cannot serve is kept with NaN scores and its reason in
-    the cube's ``not_applicable`` variable.
+    and what they import) of this call. Otherwise each method's scores come from its shard
+    (``cached_score_method``) when another chapter or an earlier run scored it the same way, and are computed
+    otherwise; ``force`` recomputes everything. A method the model cannot serve is kept with NaN scores and its
+    reason in the cube's ``not_applicable`` variable.
     """
     metrics = list(metrics or (*DEFAULT_METRICS, *prepared.profile.extra_metrics))
     unknown = [m for m in methods if m not in EXPLAINERS] + [m for m in metrics if split_name(m)[0] not in METRICS]
@@ -235,7 +273,7 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
     inputs = data_inputs_for(prepared.splits["train"], data)
     scores, seconds, reasons, curves = [], [], [], []
     for method in tqdm(methods, desc=f"{chapter}: methods", disable=not progress):
-        s, t, reason, curve = score_method(prepared.model, data, method, metrics, params, data_inputs=inputs)
+        s, t, reason, curve = cached_score_method(prepared, data, method, metrics, params, inputs, force=force)
         scores.append(s)
         seconds.append(t)
         reasons.append(reason)

@@ -36,6 +36,7 @@ __all__ = [
     "explained_forward",
     "gaussian_blur",
     "perturbation_fill",
+    "region_drops",
     "substrate_fill",
     "substrate_images",
     "substrate_value",
@@ -158,3 +159,40 @@ def explained_forward(model) -> Callable[[torch.Tensor], torch.Tensor]:
         return torch.stack([explained_score(logits, k.expand(len(logits))) for k in classes], dim=1)
 
     return forward
+
+
+@torch.no_grad()
+def region_drops(model, x: torch.Tensor, target: torch.Tensor, regions: torch.Tensor, fill: torch.Tensor,
+                 batch_size: int = 64) -> torch.Tensor:
+    """(B, R) drop of the explained score when each region is replaced by the fill: ``f_t(x) - f_t(x_r)``.
+
+    The shared step of occlusion and feature ablation. All (image, region) pairs run in chunks of ``batch_size``
+    forward passes, the perturbed copies built on the fly; f_t is the target's centred logit
+    (:func:`medlit.explain.targets.explained_score`).
+
+    Parameters
+    ----------
+    x : (B, C, H, W) images
+    target : (B,) class indices
+    regions : (R, H, W) bool, the same regions for every image (every channel of a pixel is replaced)
+    fill : (B, C, H, W) what a replaced pixel becomes (:func:`perturbation_fill`)
+    """
+    from medlit.explain.targets import explained_score
+    from medlit.models.inference import inference_forward
+
+    if regions.ndim != 3 or tuple(regions.shape[1:]) != tuple(x.shape[-2:]):
+        raise ValueError(f"region_drops: regions must be (R, H, W) = (R, {x.shape[-2]}, {x.shape[-1]}), "
+                         f"got {tuple(regions.shape)}")
+    b, r = len(x), len(regions)
+    forward = inference_forward(model)
+    target = target.to(x.device)
+    regions = regions.to(x.device, torch.bool)
+    unperturbed = torch.cat([explained_score(forward(x[i:i + batch_size]), target[i:i + batch_size])
+                             for i in range(0, b, batch_size)])
+    drops = torch.empty(b * r, dtype=torch.float32, device=x.device)
+    for first in range(0, b * r, batch_size):
+        pair = torch.arange(first, min(first + batch_size, b * r), device=x.device)
+        image, region = pair // r, pair % r
+        perturbed = torch.where(regions[region][:, None], fill[image], x[image])
+        drops[pair] = unperturbed[image] - explained_score(forward(perturbed), target[image])
+    return drops.view(b, r)

@@ -565,10 +565,11 @@ def dataset_table(used: list[str]) -> pd.DataFrame:
 
 def finding_removal_table(prepared_sets: dict) -> pd.DataFrame:
     """``medlit.studies.finding_removal`` on the test split of every embedded data set in ``prepared_sets``
-    (only generated sets know their lesion pixels exactly), indexed by data set and substrate."""
-    from medlit.studies import finding_removal
+    (only generated sets know their lesion pixels exactly), indexed by data set and substrate; computed once per
+    data set and model and shared by the chapters (``run_finding_removal``)."""
+    from medlit.studies.substrate_check import run_finding_removal
 
-    removal = pd.concat([finding_removal(p.model, p.splits["test"]).assign(**{"data set": name})
+    removal = pd.concat([run_finding_removal(p).assign(**{"data set": name})
                          for name, p in prepared_sets.items() if p.splits["test"].attrs.get("generator")])
     return removal.set_index(["data set", "finding pixels replaced by"])
 

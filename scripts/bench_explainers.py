@@ -19,6 +19,7 @@ import torch
 from medlit.data.phantom import make_cxr_phantom
 from medlit.explain import EXPLAINERS, explain_batched, not_applicable_reason, positive_class
 from medlit.models import MODEL_KINDS, ModelConfig, build_model
+from medlit.models.inference import inference_forward
 
 
 def best_of(fn, repeats: int) -> float:
@@ -32,10 +33,12 @@ def best_of(fn, repeats: int) -> float:
 
 def pass_costs(model, x: torch.Tensor, batch_size: int, repeats: int) -> tuple[float, float]:
     """Seconds per image of one forward, and of one backward to the input (forward excluded)."""
+    forward = inference_forward(model)  # what the no-grad methods run (a frozen copy on the CPU)
+
     def forwards():
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
-                model(x[i:i + batch_size])
+                forward(x[i:i + batch_size])
 
     def forward_backward():
         for i in range(0, len(x), batch_size):

@@ -48,6 +48,31 @@ def test_an_unreadable_cube_is_set_aside_and_recomputed(prepared, monkeypatch, t
     assert list(cube.explainer.values) == ["random"]
 
 
+def test_a_method_scored_by_one_chapter_is_read_back_by_another(prepared, monkeypatch, tmp_path):
+    from medlit import benchmark
+
+    monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path))
+    first = run_methods(prepared, ["centre_prior", "random"], chapter="a", progress=False)
+    shards = sorted((tmp_path / "smoke" / "shards").glob("*.npz"))
+    assert [p.name.split("--")[2] for p in shards] == ["centre_prior", "random"]
+    scored = []
+    score_method = benchmark.score_method
+    monkeypatch.setattr(benchmark, "score_method", lambda model, data, method, *a, **k:
+                        scored.append(method) or score_method(model, data, method, *a, **k))
+    other = run_methods(prepared, ["random", "edge_map"], chapter="b", progress=False)
+    assert scored == ["edge_map"]  # random came from its shard
+    np.testing.assert_array_equal(other.score.sel(explainer="random").values,
+                                  first.score.sel(explainer="random").values)
+    assert other.seconds_per_image.sel(explainer="random").item() == first.seconds_per_image.sel(
+        explainer="random").item()
+    shards[1].write_bytes(b"torn")
+    with pytest.warns(UserWarning, match="could not be read"):
+        run_methods(prepared, ["random"], chapter="c", progress=False)
+    assert scored == ["edge_map", "random"]
+    run_methods(prepared, ["random"], chapter="d", force=True, progress=False)
+    assert scored == ["edge_map", "random", "random"]
+
+
 def test_unknown_method_is_named(prepared):
     with pytest.raises(KeyError, match="gradkam"):
         run_methods(prepared, ["gradkam"], chapter="t")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import Occlusion
+from captum.attr import FeatureAblation, Occlusion
 from torch import nn
 
 from medlit.explain import EXPLAINERS
+from medlit.explain.occlusion import occlusion_windows
 from medlit.explain.rise import rise_masks
 from medlit.explain.superpixel_shap import grid_superpixels
 from medlit.explain.targets import explained_score
@@ -73,6 +74,36 @@ def test_occlusion_equals_captum(tiny_model, squares):
                                                perturbations_per_eval=32).sum(dim=1)
     torch.testing.assert_close(EXPLAINERS["occlusion"].fn(tiny_model, x, target), expected.detach(),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_occlusion_equals_captum_on_colour_images_and_windows_that_do_not_tile():
+    """Three channels (a window covers all of them: the map sums captum's three equal channel attributions) and a
+    14-pixel image that 4-pixel windows at stride 3 do not tile: the last window of each side is cut off by the
+    border, as captum's, so that every pixel is covered."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 14 * 14, 2)).eval()
+    x, target = torch.rand(2, 3, 14, 14), torch.tensor([1, 0])
+    expected = Occlusion(explained_forward(model)).attribute(
+        x, sliding_window_shapes=(3, 4, 4), strides=(3, 3, 3), baselines=gaussian_blur(x), target=target,
+        perturbations_per_eval=8).sum(dim=1).detach()
+    maps = EXPLAINERS["occlusion"].fn(model, x, target, window=4, stride=3, batch_size=7)
+    torch.testing.assert_close(maps, expected, rtol=1e-4, atol=1e-6)
+    assert occlusion_windows(14, 14, 4, 3).shape == (25, 14, 14) and occlusion_windows(14, 14, 4, 3).any(dim=0).all()
+    assert occlusion_windows(128, 128, 16, 8).shape == (225, 128, 128)  # the registry's 226 passes, less one
+
+
+def test_feature_ablation_equals_captum(tiny_model, squares):
+    x, target = squares.images[:3], torch.tensor([1, 0, 1])
+    expected = FeatureAblation(explained_forward(tiny_model)).attribute(
+        x, baselines=gaussian_blur(x), target=target, feature_mask=grid_superpixels(*x.shape[-2:], 4),
+        perturbations_per_eval=4).sum(dim=1)
+    maps = EXPLAINERS["feature_ablation"].fn(tiny_model, x, target, cells=4, batch_size=5)
+    torch.testing.assert_close(maps, expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_occlusion_rejects_a_window_larger_than_the_image(tiny_model, squares):
+    with pytest.raises(ValueError, match="window 99 must fit"):
+        EXPLAINERS["occlusion"].fn(tiny_model, squares.images[:1], torch.tensor([1]), window=99)
 
 
 def test_rise_finds_the_region_the_model_reads():

@@ -166,7 +166,9 @@ def test_an_interrupted_build_resumes_without_redoing_or_losing_anything(resumed
     assert "10_second: executed" in resumed["log"]
     # and finished the rest
     new = {Path(p).name for p in set(final) - set(after_kill)}
-    assert new == {"10_second--fundus-lesions--resnet10.nc", "10_second.ipynb", "10_second.stamp"}
+    shards = {name for name in new if name.startswith("fundus-lesions--resnet10--")}  # one score shard per method
+    assert sorted(name.split("--")[2] for name in shards) == sorted(METHODS)
+    assert new - shards == {"10_second--fundus-lesions--resnet10.nc", "10_second.ipynb", "10_second.stamp"}
     assert not list((project / "_build" / "executed").rglob("*.failed.ipynb"))
     assert not [p for p in (project / "results").rglob("*") if ".tmp" in p.name]
     assert (project / "_build" / "html" / "index.html").is_file()

@@ -114,16 +114,35 @@ def test_called_positive_by_finding_is_the_fraction_over_threshold_per_type():
     assert table.loc["square"].tolist() == [1.0, 4] and table.loc["none"].tolist() == [0.0, 4]
 
 
-def test_finding_removal_table_covers_generated_sets_only():
+def brightness_prepared(name: str, data) -> "Prepared":
+    from medlit.benchmark import Prepared
+    from medlit.profiles import get_profile
+
+    record = {"digest": "brightness-model", "name": "brightness", "config": {"arch": "brightness"}}
+    return Prepared(get_profile("smoke"), name, {"test": data}, BrightnessModel(), record)
+
+
+def test_finding_removal_table_covers_generated_sets_only(results):
     generated, real = square_set(n=6), square_set(n=6, seed=1)
     generated.attrs["generator"] = "squares"
-    sets = {name: SimpleNamespace(model=BrightnessModel(), splits={"test": data})
-            for name, data in (("generated", generated), ("real", real))}
+    sets = {name: brightness_prepared(name, data) for name, data in (("generated", generated), ("real", real))}
     table = finding_removal_table(sets)
     assert table.index.names == ["data set", "finding pixels replaced by"]
     by_fill = table.xs("generated")["mean probability of finding"]
     assert set(table.index.get_level_values(0)) == {"generated"}
     assert by_fill.iloc[0] > 0.99 and by_fill.filter(like="black").iloc[0] < 0.5  # the square was the evidence
+
+
+def test_finding_removal_is_computed_once_and_read_back_equal(results, monkeypatch):
+    from medlit.studies import substrate_check
+
+    data = square_set(n=6)
+    data.attrs["generator"] = "squares"
+    first = substrate_check.run_finding_removal(brightness_prepared("generated", data))
+    monkeypatch.setattr(substrate_check, "finding_removal", lambda *a: pytest.fail("recomputed a cached table"))
+    again = substrate_check.run_finding_removal(brightness_prepared("generated", data))
+    pd.testing.assert_frame_equal(again, first)
+    assert again["substrate"].iloc[0] is None and again["substrate"].iloc[1:].notna().all()
 
 
 def test_registry_tables_list_every_entry():

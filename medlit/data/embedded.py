@@ -6,13 +6,14 @@ seed are disjoint draws (different patients, crops or lesions).
 
 from __future__ import annotations
 
+from medlit.data.cache import cached_split
 from medlit.data.registry import register_dataset
 from medlit.profiles import Profile
 
 
 def _splits(make, profile: Profile, **kwargs) -> dict:
     sizes = {"train": profile.n_train, "val": profile.n_val, "test": profile.n_test}
-    return {split: make(n, size=profile.image_size, seed=profile.seed, split=split, **kwargs)
+    return {split: cached_split(make, n, size=profile.image_size, seed=profile.seed, split=split, **kwargs)
             for split, n in sizes.items()}
 
 
@@ -23,8 +24,8 @@ def cxr_phantom_splits(profile: Profile, confounder_strength: float = 0.0) -> di
 
     splits = _splits(make_cxr_phantom, profile)
     if confounder_strength:
-        splits["train"] = make_cxr_phantom(profile.n_train, size=profile.image_size, seed=profile.seed,
-                                           split="train", confounder_strength=confounder_strength)
+        splits["train"] = cached_split(make_cxr_phantom, profile.n_train, size=profile.image_size, seed=profile.seed,
+                                       split="train", confounder_strength=confounder_strength)
     return splits
 
 

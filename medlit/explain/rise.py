@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from medlit.explain.registry import FORWARD_BATCH, register_explainer
 from medlit.explain.targets import explained_score
+from medlit.models.inference import inference_forward
 from medlit.perturbation import PROTOCOL_SUBSTRATE, perturbation_fill
 
 
@@ -64,13 +65,14 @@ def rise(model, x: torch.Tensor, target: torch.Tensor, n_masks: int = 2000, cell
     masks = rise_masks(x.shape[-2], x.shape[-1], n_masks, cells, p_keep, seed)
     fill = perturbation_fill(x, substrate)
     per_chunk = max(1, batch_size // len(x))
+    forward = inference_forward(model)  # a frozen copy on the CPU (medlit.models.inference)
     scores = []
     with torch.no_grad():
         for start in range(0, n_masks, per_chunk):
             m = masks[start:start + per_chunk].to(device=x.device, dtype=x.dtype)[None, :, None]  # (1, m, 1, H, W)
             masked = (x[:, None] * m + fill[:, None] * (1 - m)).flatten(0, 1)  # (B * m, C, H, W)
             owners = target.repeat_interleave(m.shape[1])  # masked copies are image-major
-            scores.append(explained_score(model(masked), owners).view(len(x), m.shape[1]))
+            scores.append(explained_score(forward(masked), owners).view(len(x), m.shape[1]))
     scores = torch.cat(scores, dim=1)  # (B, N)
     centred = scores - scores.mean(dim=1, keepdim=True)  # removes the mean score x mask-coverage offset
     saliency = centred @ masks.to(device=x.device, dtype=torch.float32).flatten(1)

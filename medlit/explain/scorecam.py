@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from medlit.explain.gradcam import stage_activations_and_gradients, upsample
 from medlit.explain.registry import FORWARD_BATCH, register_cam
 from medlit.explain.targets import explained_score
+from medlit.models.inference import inference_forward
 
 
 def normalised_upsampled(activations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -50,12 +51,13 @@ def scorecam(model, x: torch.Tensor, target: torch.Tensor, batch_size: int = FOR
     flat = activations.reshape(n * k, 1, *activations.shape[2:])
     owner = torch.arange(n, device=x.device).repeat_interleave(k)  # image of each (image, channel) pair
     scores = []
+    forward = inference_forward(model)  # a frozen copy on the CPU (medlit.models.inference)
     with torch.no_grad():
         for start in range(0, n * k, batch_size):
             rows = owner[start:start + batch_size]
             masked = x[rows] * normalised_upsampled(flat[start:start + batch_size], tuple(x.shape[-2:]))
-            scores.append(explained_score(model(masked), target[rows]))
-        black = model(torch.zeros_like(x[:1])).expand(n, -1)
+            scores.append(explained_score(forward(masked), target[rows]))
+        black = forward(torch.zeros_like(x[:1])).expand(n, -1)
         baseline = explained_score(black, target)  # (B,)
     increase = torch.cat(scores).view(n, k) - baseline[:, None]
     weights = torch.softmax(increase, dim=1)

@@ -38,6 +38,7 @@ from torch import nn
 from medlit.explain.targets import explained_score
 from medlit.imputation import ROAD_NOISE, noisy_linear_imputation
 from medlit.metrics.registry import register_metric
+from medlit.models.inference import inference_forward
 from medlit.perturbation import PROTOCOL_SUBSTRATE, substrate_fill, unknown_substrate
 
 __all__ = [
@@ -122,7 +123,7 @@ def _substrate(x: torch.Tensor, substrate: str | torch.Tensor, name: str) -> tor
 
 def _explained(model, images: torch.Tensor, target: torch.Tensor, quantity: str, name: str) -> torch.Tensor:
     """(N,) explained score (centred logit) or softmax probability of ``target`` for ``images``."""
-    logits = model(images)
+    logits = inference_forward(model)(images)  # a frozen copy on the CPU (medlit.models.inference)
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise ValueError(f"{name}: the model must return (N, n_classes >= 2) logits, got {tuple(logits.shape)}")
     if bool((target >= logits.shape[1]).any()) or bool((target < 0).any()):

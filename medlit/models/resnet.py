@@ -37,6 +37,9 @@ class ResNetClassifier(nn.Module):
         ``layer3``, ``"last-2"`` ``layer2``
     """
 
+    # no data-dependent control flow: no-grad scoring may run a frozen trace (medlit.models.inference)
+    frozen_inference = True
+
     def __init__(self, net: ResNet, mean: float = 0.5, std: float = 0.25) -> None:
         super().__init__()
         self.net = net

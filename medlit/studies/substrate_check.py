@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
+import xarray as xr
 
 from medlit.data.sample import SampleSet
 from medlit.explain.targets import explained_score, positive_class
 from medlit.imputation import noisy_linear_imputation
 from medlit.metrics.faithfulness import MIN_DROP
 from medlit.perturbation import PROTOCOL_SUBSTRATE, substrate_fill
+from medlit.studies.cache import run_study
 
 ORIGINAL = "nothing (original image)"
 
@@ -97,6 +99,25 @@ def finding_removal(model, data: SampleSet) -> pd.DataFrame:
                      "mean probability of finding": float(prob.mean())})
     table = pd.DataFrame(rows)
     table["n"] = len(positives)
+    return table
+
+
+# Every chapter shows the same table for the same model and data: it is computed once and kept under this name.
+SHARED_CHAPTER = "shared"
+
+
+def run_finding_removal(prepared, *, force: bool = False) -> pd.DataFrame:
+    """:func:`finding_removal` on the test split of ``prepared`` (a ``medlit.benchmark.Prepared``), cached as a study
+    that every chapter shares (``results/<profile>/checks/shared--finding-removal--<data set>--<model kind>.nc``)."""
+    def compute() -> xr.Dataset:
+        table = finding_removal(prepared.model, prepared.splits["test"])
+        table["substrate"] = table["substrate"].fillna("")  # netCDF has no None
+        return xr.Dataset.from_dataframe(table.rename_axis("row"))
+
+    ds = run_study(prepared, chapter=SHARED_CHAPTER, study="finding-removal", settings={}, code_module=__name__,
+                   compute=compute, force=force)
+    table = ds.to_dataframe().reset_index(drop=True)
+    table["substrate"] = table["substrate"].astype(object).where(table["substrate"] != "", None)
     return table
 
 
