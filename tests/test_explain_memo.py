@@ -9,7 +9,8 @@ import torch
 
 from medlit.explain import EXPLAINERS, explain_batched
 from medlit.explain import memo
-from medlit.explain.memo import ExplanationMemo, image_digests, model_digest, settings_key
+from medlit.explain.memo import ExplanationMemo, image_digests, settings_key
+from medlit.models.digest import model_digest
 
 
 @pytest.fixture(autouse=True)

@@ -114,7 +114,7 @@ def test_called_positive_by_finding_is_the_fraction_over_threshold_per_type():
     assert table.loc["square"].tolist() == [1.0, 4] and table.loc["none"].tolist() == [0.0, 4]
 
 
-def brightness_prepared(name: str, data) -> "Prepared":
+def brightness_prepared(name: str, data):
     from medlit.benchmark import Prepared
     from medlit.profiles import get_profile
 

@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 import torch
 
-from medlit.models.digest import model_digest, tensor_bytes
+from medlit.models.digest import tensor_bytes
 
 MAX_BYTES = 256 << 20
 MIN_PASSES = 8

@@ -12,6 +12,7 @@ from medlit.device import explain_batch, forward_batch, model_device
 from medlit.explain import memo as _memo
 from medlit.explain.registry import EXPLAINERS, is_per_image
 from medlit.models.capabilities import missing_capabilities
+from medlit.models.digest import model_digest
 
 
 class NotApplicable(TypeError):
@@ -66,7 +67,7 @@ def _memo_keys(spec, model, x: torch.Tensor, target: torch.Tensor, settings: dic
     settings_key = _memo.settings_key({**{p.name: settings.get(p.name, p.default) for p in named}, **settings})
     if required or passes < _memo.MIN_PASSES or settings_key is None:
         return None
-    model_key = _memo.model_digest(model)
+    model_key = model_digest(model)
     return [(spec.name, spec.fn, settings_key, model_key, image, int(t))
             for image, t in zip(_memo.image_digests(x), target.tolist())]
 
