@@ -61,9 +61,9 @@ class Prepared:
 
     @property
     def explained(self) -> SampleSet:
-        """The images that are explained and scored: the first ``profile.explain_count(dataset)`` positive
-        test images that carry a box."""
-        return positive_subset(self.splits["test"], self.profile.explain_count(self.dataset))
+        """The images that are explained and scored: the first ``profile.explain_count(dataset, model kind)``
+        positive test images that carry a box."""
+        return positive_subset(self.splits["test"], self.profile.explain_count(self.dataset, self.model_kind))
 
     @property
     def model_kind(self) -> str:
@@ -101,14 +101,16 @@ def model_config(profile: Profile, dataset: str, in_channels: int = 1, model: st
 
 
 def prepare(profile: str | Profile = "quick", dataset: str = "cxr-phantom", *, model: str = DEFAULT_MODEL,
-            device: str | torch.device | None = None, progress: bool = True) -> Prepared:
+            device: str | torch.device | None = None, progress: bool = True, splits: dict | None = None) -> Prepared:
     """Generate the data and train (or load from the cache) model kind ``model`` for ``profile``.
 
     ``device``: ``"auto"`` (CUDA when there is one), ``"cpu"`` or ``"cuda"``; None reads ``$MEDLIT_DEVICE``.
+    ``splits``: the data set's splits when the caller has them already (``load_dataset(dataset, profile)``), so that
+    several models of one data set share one copy in memory.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     device = resolve_device(device) if not isinstance(device, torch.device) else device
-    splits = load_dataset(dataset, profile)
+    splits = load_dataset(dataset, profile) if splits is None else splits
     config = model_config(profile, dataset, in_channels=splits["train"].images.shape[1], model=model,
                           device_type=device.type)
     trained, record = load_or_train(config, splits, device=device, progress=progress)
@@ -334,7 +336,11 @@ def run_chapter(profile: str | Profile, methods: list[str], *, chapter: str, dat
     Returns the merged cube and the ``Prepared`` (data and model) of each data set for the first model kind;
     ``prepare`` gives the others.
     """
-    prepared = {(name, kind): prepare(profile, name, model=kind, device=device, progress=progress)
-                for name in datasets for kind in models}
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    prepared = {}
+    for name in datasets:
+        splits = load_dataset(name, profile)  # one copy of the images for every model kind
+        for kind in models:
+            prepared[name, kind] = prepare(profile, name, model=kind, device=device, progress=progress, splits=splits)
     cubes = [run_methods(p, methods, chapter=chapter, metrics=metrics, progress=progress) for p in prepared.values()]
     return merge_cubes(cubes), {name: prepared[name, models[0]] for name in datasets}

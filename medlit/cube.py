@@ -290,6 +290,15 @@ def _merge_models(parts: list[xr.Dataset]) -> xr.Dataset:
 
 
 def _merge_explainers(cubes: list[xr.Dataset]) -> xr.Dataset:
+    digests = {}
+    for cube in cubes:
+        digest = str(cube.model_digest.values.ravel()[0]) if "model_digest" in cube else ""
+        digests.setdefault(digest, cube.attrs.get("source_file", cube.attrs.get("chapter", "cube")))
+    if len(digests) > 1:  # one chapter's cube is older than the model it now trains: say which, not xarray's error
+        model, dataset = str(cubes[0].model.values[0]), str(cubes[0].dataset.values[0])
+        listed = "; ".join(f"{source} (model digest {digest})" for digest, source in digests.items())
+        raise ValueError(f"merge_cubes: the cubes of model {model} on {dataset} come from different trainings of it: "
+                         f"{listed}. Re-run the chapters whose cubes are older (make book re-runs what changed).")
     seen: dict[str, xr.Dataset] = {}
     parts = []
     for cube in cubes:

@@ -838,6 +838,7 @@ def chapter_references(chapter: str) -> str:
         authors = people[0] + (" et al." if len(people) > 2 else f" and {people[1]}" if len(people) == 2 else "") \
             if people else entry.fields.get("organization", "")
         venue = entry.fields.get("journal") or entry.fields.get("booktitle") or entry.fields.get("publisher") or ""
+        venue = venue.replace("{", "").replace("}", "")
         title = entry.fields.get("title", "").replace("{", "").replace("}", "")
         lines.append(f"- {authors} ({entry.fields.get('year', 'n.d.')}). {title}." + (f" *{venue}*." if venue else ""))
     return "\n".join(lines)

@@ -118,12 +118,20 @@ def dataset_caption(name: str) -> str:
 
 
 def per_dataset(table: pd.DataFrame, render, datasets: list[str] | None = None) -> None:
-    """Display ``render(rows of one data set)`` for each data set, each under its ``dataset_caption``."""
+    """Display ``render(rows of one data set)`` for each data set, each under its ``dataset_caption``; where a
+    data set has rows of several models (a ``model`` column), once per model, the model named in the caption."""
     from IPython.display import Markdown, display
 
     for name in datasets or list(dict.fromkeys(table.dataset)):
-        display(Markdown(dataset_caption(name)))
-        display(render(table[table.dataset == name]))
+        rows = table[table.dataset == name]
+        models = list(dict.fromkeys(rows.model)) if "model" in rows else []
+        if len(models) <= 1:
+            display(Markdown(dataset_caption(name)))
+            display(render(rows))
+            continue
+        for model in models:
+            display(Markdown(f"{dataset_caption(name)} Model: **{model}**."))
+            display(render(rows[rows.model == model]))
 
 
 # --- galleries ------------------------------------------------------------------------------------------------
@@ -303,3 +311,25 @@ def rank_chart(summary: pd.DataFrame, metric: str, width: int = 320) -> alt.Char
             + base.mark_point(filled=True, size=60).encode(
                 x="rank:Q", tooltip=["method", "rank", "rank_low", "rank_high"])
             ).properties(width=width, height=alt.Step(16))
+
+
+def model_difference_chart(table: pd.DataFrame, reference: str, other: str, metrics: list[str],
+                           width: int = 260) -> alt.FacetChart:
+    """Per method, the paired difference ``other - reference`` of one data set's scores with its 95 % interval,
+    one panel per metric, a rule at zero (``medlit.model_comparison.model_comparison``)."""
+    rows = table[table.metric.isin(metrics)]
+    rows = rows.assign(panel=rows.metric + np.where(rows.direction == "higher", " (higher is better)",
+                                                    " (lower is better)"))
+    base = alt.Chart().encode(y=alt.Y("method:N", sort=None, title=None))
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=f"{other} minus {reference} (mean, 95 % CI)"), x2="ci_high:Q",
+        color=alt.Color("family:N"))
+    points = base.mark_point(size=60, filled=True).encode(
+        x="difference:Q", color="family:N",
+        tooltip=["method", "metric", alt.Tooltip(f"{reference}:Q", format=".3f"),
+                 alt.Tooltip(f"{other}:Q", format=".3f"), alt.Tooltip("difference:Q", format=".3f"),
+                 alt.Tooltip("p_holm:Q", format=".3g"), "n"])
+    zero = alt.Chart().mark_rule(color="grey", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    return (alt.layer(bars, points, zero, data=rows).properties(width=width, height=alt.Step(18))
+            .facet(facet=alt.Facet("panel:N", title=None, sort=list(dict.fromkeys(rows.panel))), columns=3)
+            .resolve_scale(x="independent"))

@@ -77,6 +77,14 @@ def test_merge_refuses_disagreeing_duplicates():
         merge_cubes([a, b])
 
 
+def test_merge_names_the_cubes_of_two_trainings_of_one_model():
+    a, b = cube_for(["gradcam"]), cube_for(["saliency"])
+    a.attrs["source_file"], b.attrs["source_file"] = "old.nc", "new.nc"
+    b["model_digest"] = b.model_digest.copy(data=[["def"]])
+    with pytest.raises(ValueError, match=r"different trainings.*old\.nc \(model digest abc\).*new\.nc"):
+        merge_cubes([a, b])
+
+
 def test_merge_stacks_data_sets_of_different_sizes_and_summaries_skip_the_padding(tmp_path):
     from medlit.summary import summarise
 

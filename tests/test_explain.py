@@ -52,7 +52,11 @@ def test_contract_shape_dtype_and_batch_equals_loop(name, kind, squares):
     assert torch.isfinite(maps).all()
     one_by_one = torch.cat([EXPLAINERS[name].fn(model, x[i:i + 1], target[i:i + 1],
                                                 **declared(name, inputs, slice(i, i + 1))) for i in range(4)])
-    torch.testing.assert_close(maps, one_by_one, rtol=1e-4, atol=1e-6)
+    # float rounding only (batched convolutions and products sum in another order); a ViT's gradients through its
+    # layer norms and softmax amplify it more than the CNN's (Integrated Gradients from a blurred baseline: 0.13 % of
+    # the map's largest value), so for the ViT the tolerance follows the map's scale
+    atol = 1e-6 if kind != "vit" else max(1e-6, 2e-3 * float(maps.abs().max()))
+    torch.testing.assert_close(maps, one_by_one, rtol=1e-4, atol=atol)
 
 
 # Every explainer with data inputs, and two without (which must ignore the inputs they do not declare).
@@ -88,8 +92,10 @@ def test_a_method_a_model_cannot_serve_is_refused_by_name(name, kind, squares):
 
 @pytest.mark.parametrize("name", EXPLAINERS.names())
 def test_colour_images_give_one_map_per_image(name):
-    """The fundus set is RGB: every explainer must reduce the channels to one (H, W) map."""
-    model = tiny_instance("resnet10", in_channels=3)
+    """The fundus set is RGB: every explainer must reduce the channels to one (H, W) map (on a model kind that
+    serves it: the CNN, or the ViT for the attention methods)."""
+    kind = next(k for k in MODEL_KINDS.names() if set(EXPLAINERS[name].needs) <= MODEL_KINDS[k].capabilities)
+    model = tiny_instance(kind, in_channels=3)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     maps = EXPLAINERS[name].fn(model, x, torch.ones(3, dtype=torch.long), **declared(name, inputs_for(3)))
     assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32 and torch.isfinite(maps).all()

@@ -365,3 +365,22 @@ def test_inverted_metrics_lose_their_verdicts_on_their_data_set_only():
     assert inverted_notes({"a": {"deletion_auc": "blur raises the score"}}) == (
         "- **a**, deletion auc: blur raises the score")
     assert "No faithfulness verdict is withheld" in inverted_notes({"a": {}})
+
+
+def test_per_dataset_renders_each_model_of_a_data_set_apart(monkeypatch):
+    import IPython.display
+    import pandas as pd
+
+    from medlit.viz import per_dataset
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(getattr(obj, "data", obj)))
+
+    table = pd.DataFrame({"dataset": ["cxr-phantom"] * 3 + ["fundus-lesions"], "model": ["a", "b", "b", "a"],
+                          "mean": [1, 2, 3, 4]})
+    seen = []
+    per_dataset(table, lambda rows: seen.append((rows.dataset.iloc[0], tuple(rows.model))) or "")
+    assert seen == [("cxr-phantom", ("a",)), ("cxr-phantom", ("b", "b")), ("fundus-lesions", ("a",))]
+    captions = [text for text in shown if isinstance(text, str) and "Data set" in text]
+    assert len(captions) == 3 and "Model: **a**" in captions[0] and "Model: **b**" in captions[1]
+    assert "Model" not in captions[2]  # one model on the fundus set: no model in its caption

@@ -7,8 +7,9 @@ prior) declare ``data_inputs``; ``data_inputs_for(train, explained)`` builds the
 """
 
 from medlit.explain import (  # noqa: F401  (registration)
-    controls, feature_ablation, gradcam, gradcam_pp, gradient_shap, guided, input_x_gradient, integrated_gradients,
-    jacobian, lrp, occlusion, rise, saliency, scorecam, smoothgrad, superpixel_shap)
+    chefer, controls, feature_ablation, gradcam, gradcam_pp, gradient_shap, guided, input_x_gradient,
+    integrated_gradients, jacobian, lrp, occlusion, raw_attention, rise, rollout, saliency, scorecam, smoothgrad,
+    superpixel_shap)
 from medlit.explain.data_inputs import data_inputs_for
 from medlit.explain.registry import DATA_INPUTS, EXPLAINERS, ExplainerSpec, register_cam, register_explainer
 from medlit.explain.run import (MissingDataInput, NotApplicable, explain_batched, missing_data_inputs,

@@ -27,9 +27,14 @@ def guided_gradcam(model, x: torch.Tensor, target: torch.Tensor, stage: str = "l
 
     Grad-CAM is upsampled bilinearly (as the registered ``gradcam`` map; captum's default is nearest), so
     the map is exactly ``guided_backprop``'s absolute gradient times ``gradcam``'s map for one channel.
-    Through captum, which reads the layer's output as a grid: a model whose feature map needs reshaping (a
-    ViT's tokens) would need its own path.
+    Through captum, which reads the layer's output as a grid; for a model whose feature map needs reshaping (a
+    ViT's tokens) the same product is formed from ``guided_backprop`` and ``gradcam`` (a non-negative CAM does not
+    change which channel is largest).
     """
+    if getattr(model, "feature_grid", None) is not None:
+        from medlit.explain.gradcam import gradcam
+
+        return guided_backprop(model, x, target) * gradcam(model, x, target, stage=stage)
     attributions = GuidedGradCam(model, feature_layer(model, stage)).attribute(x, target=target,
                                                                               interpolate_mode="bilinear")
     return attributions.abs().amax(dim=1).detach()

@@ -4,7 +4,7 @@ recipe and the capabilities it offers to explainers; trained models are cached b
 To add a model kind, write one module that registers a builder with ``register_model_kind`` and import it below.
 """
 
-from medlit.models import resnet  # noqa: F401  (registration)
+from medlit.models import resnet, vit  # noqa: F401  (registration)
 from medlit.models.capabilities import capabilities_of, missing_capabilities
 from medlit.models.config import ModelConfig
 from medlit.models.registry import MODEL_KINDS, ModelKind, build_model, register_model_kind

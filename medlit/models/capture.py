@@ -79,3 +79,38 @@ def jacobian(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = logits.shape[1]
         rows = [torch.autograd.grad(logits[:, i].sum(), x, retain_graph=i < k - 1)[0] for i in range(k)]
     return torch.stack(rows, dim=1).detach(), logits.detach()
+
+
+def attention_layers(model: nn.Module) -> list[nn.Module]:
+    """The modules whose outputs are ``model``'s per-block softmax attention; a clear error when it has none."""
+    layers = getattr(model, "attention_layers", None)
+    if not layers:
+        raise TypeError(f"{type(model).__name__} offers no attention (no attention_layers)")
+    return list(layers)
+
+
+def capture_attention(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
+                      ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, torch.Tensor]:
+    """Every block's attention (B, heads, N, N), first block first, for ``x``; with ``target``, the gradient of
+    ``sum_b logit_b[target_b]`` with respect to each of them; and the logits. All detached; hooks removed.
+
+    The attention is read at the output of each block's attention dropout (identity in eval mode), where it is
+    still part of the graph; MONAI's ``save_attn`` stores a detached copy only.
+    """
+    layers = attention_layers(model)
+    store: list[torch.Tensor] = []
+    handles = [layer.register_forward_hook(lambda module, inputs, output: store.append(output)) for layer in layers]
+    try:
+        with eval_mode(model), torch.set_grad_enabled(target is not None):
+            logits = model(x)
+            gradients = None
+            if target is not None:
+                score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
+                gradients = [g.detach() for g in torch.autograd.grad(score, store)]
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(store) != len(layers):
+        raise RuntimeError(f"{type(model).__name__}: {len(store)} attention matrices for {len(layers)} blocks "
+                           "(an attention module ran more or less than once per forward)")
+    return [a.detach() for a in store], gradients, logits.detach()

@@ -37,9 +37,11 @@ def _freeze(model: torch.nn.Module, example: torch.Tensor) -> Callable | None:
     was_training = model.training
     model.eval()
     try:
+        # a kind may trace a copy made for inference (the ViT's fused attention); the same weights either way
+        source = model.inference_copy().eval() if hasattr(model, "inference_copy") else model
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python values recorded as constants
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(source, example)))
             frozen(example)  # the first calls compile the fused kernels
     except Exception as error:  # a model the tracer cannot handle: say so once and run it eagerly
         warnings.warn(f"{type(model).__name__}: frozen inference unavailable ({error}); using the model as it is",

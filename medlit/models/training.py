@@ -47,12 +47,24 @@ def cross_entropy_recipe(model: nn.Module, config: ModelConfig, train: SampleSet
                          device: torch.device | str = "cpu", progress: bool = True) -> list[dict]:
     """The plain recipe: cross-entropy, AdamW and a one-cycle learning-rate schedule; returns the history.
 
-    Batches are drawn from a generator seeded with ``config.seed`` and moved to ``device`` (where ``model``
-    already is); validation AUROC is recorded after every epoch.
+    Every epoch runs over ``train``; see :func:`fit_cross_entropy`.
+    """
+    return fit_cross_entropy(model, config, lambda epoch: train, val, device=device, progress=progress)
+
+
+def fit_cross_entropy(model: nn.Module, config: ModelConfig, epoch_data, val: SampleSet, *,
+                      device: torch.device | str = "cpu", progress: bool = True) -> list[dict]:
+    """Cross-entropy, AdamW and a one-cycle schedule over ``config.epochs`` epochs; returns the history.
+
+    ``epoch_data(epoch)`` gives the images of each epoch (0-based), all of one length (``config.n_train`` for the
+    benchmark's models): the plain recipe returns the training split every time, a recipe with more images
+    returns other draws. Batches are drawn from a generator seeded with ``config.seed`` and moved to ``device``
+    (where ``model`` already is); validation AUROC is recorded after every epoch.
     """
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = -(-len(train) // config.batch_size)
+    first = epoch_data(0)
+    steps_per_epoch = -(-len(first) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr,
                                                    total_steps=config.epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
@@ -60,6 +72,11 @@ def cross_entropy_recipe(model: nn.Module, config: ModelConfig, train: SampleSet
     bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"training {config.name}", disable=not progress,
                unit="batch")
     for epoch in range(config.epochs):
+        train = None  # let the previous epoch's images go before the next are loaded (a draw can be 0.5 GB)
+        train = first if epoch == 0 else epoch_data(epoch)
+        if -(-len(train) // config.batch_size) != steps_per_epoch:
+            raise ValueError(f"training {config.name}: epoch {epoch + 1} has {len(train)} images, epoch 1 had "
+                             f"{len(first)}; every epoch must have as many batches for the learning-rate schedule")
         model.train()
         order = torch.randperm(len(train), generator=generator)
         total = 0.0
