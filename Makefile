@@ -19,8 +19,11 @@ MATHJAX := $(VENV)/mathjax/node_modules/mathjax/es5/tex-chtml.js
 book: $(STAMP) $(MATHJAX)
 	$(BIN)/medlit book --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data "$(DATA)")
 
+# Unit tests in parallel workers (one thread each: most are too small to use two), then the chapters in order
+# (the comparison chapter reads the cubes the method chapters write).
 test: $(STAMP) $(MATHJAX)
-	$(BIN)/python -m pytest tests chapters --nbval-lax -q --ignore=tests/browser
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q --ignore=tests/browser -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest chapters --nbval-lax -q
 
 # The book as a reader meets it: build the smoke-profile book, open every page in headless Chromium, offline
 # (needs the chromium and chromium-driver system packages; .ci/run installs them).

@@ -61,9 +61,9 @@ class Prepared:
 
     @property
     def explained(self) -> SampleSet:
-        """The images that are explained and scored: the first ``profile.explain_count(dataset)`` positive
-        test images that carry a box."""
-        return positive_subset(self.splits["test"], self.profile.explain_count(self.dataset))
+        """The images that are explained and scored: the first ``profile.explain_count(dataset, model kind)``
+        positive test images that carry a box (a model kind with fewer gets the first of the others' images)."""
+        return positive_subset(self.splits["test"], self.profile.explain_count(self.dataset, self.model_kind))
 
     @property
     def model_kind(self) -> str:

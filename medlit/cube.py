@@ -279,14 +279,44 @@ def _align_explainers(parts: list[xr.Dataset]) -> list[xr.Dataset]:
 
 
 def _merge_models(parts: list[xr.Dataset]) -> xr.Dataset:
-    """Concatenate the cubes of several models of one data set along ``model``."""
+    """Concatenate the cubes of several models of one data set along ``model``.
+
+    A model explained on fewer images (``Profile.n_explain_by_model``) must hold the first images of the others;
+    it is padded with NaN scores on the rest, which keep their sample ids.
+    """
     if len(parts) == 1:
         return parts[0]
-    parts = _align_explainers(parts)
+    parts = _align_explainers(_pad_models(parts))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return xr.concat(parts, dim="model", data_vars="minimal", coords="minimal", compat="equals",
                          join="outer", combine_attrs="drop_conflicts")
+
+
+def _per_sample_coords(cube: xr.Dataset) -> list[str]:
+    """The coordinates that describe an image, not what a model made of it: dims (dataset, sample)."""
+    return [name for name, c in cube.coords.items() if c.dims == ("dataset", "sample")]
+
+
+def _pad_models(parts: list[xr.Dataset]) -> list[xr.Dataset]:
+    longest = max(parts, key=lambda p: p.sizes["sample"])
+    n = longest.sizes["sample"]
+    padded = []
+    for part in parts:
+        k = part.sizes["sample"]
+        if k == n:
+            padded.append(part)
+            continue
+        ours, theirs = part.sample_id.values.ravel().tolist(), longest.sample_id.values.ravel()[:k].tolist()
+        if ours != theirs:
+            raise ValueError(
+                f"merge_cubes: model {part.model.values[0]} on {part.dataset.values[0]} was explained on other images "
+                f"than model {longest.model.values[0]} ({part.attrs.get('source_file', 'cube')} vs "
+                f"{longest.attrs.get('source_file', 'cube')}): a model with fewer images must have the first of the "
+                "others' images")
+        grown = part.drop_vars(_per_sample_coords(part)).reindex(sample=np.arange(n))
+        padded.append(grown.assign_coords({c: longest[c] for c in _per_sample_coords(longest)}))
+    return padded
 
 
 def _merge_explainers(cubes: list[xr.Dataset]) -> xr.Dataset:

@@ -131,8 +131,12 @@ def _summary_rows(cube, baseline, level, replicates, by, bins, bin_names, min_gr
 
 
 def _present(block: xr.Dataset) -> np.ndarray:
+    """The images of one (data set, model) block: not padding of a smaller data set, and scored by this model (a
+    model explained on fewer images has only NaN on the others)."""
     ids = block.sample_id.values
-    return np.array([isinstance(i, str) and i != "" for i in ids.tolist()], dtype=bool)
+    named = np.array([isinstance(i, str) and i != "" for i in ids.tolist()], dtype=bool)
+    scored = np.isfinite(block.score.transpose("sample", ...).values.reshape(len(ids), -1)).any(axis=1)
+    return named & scored
 
 
 def _groups(block: xr.Dataset, present: np.ndarray, by: str | None, bins: int | None,

@@ -280,6 +280,7 @@ def pointing_curve_table(cube, dataset: str, model: str | None = None) -> pd.Dat
     """Mean pointing-game hit per (method, tolerance) on one data set, from the cube's ``pointing_curve``."""
     block = cube.sel(dataset=dataset, model=model or cube.model.values[0])
     present = np.array([isinstance(i, str) and i != "" for i in block.sample_id.values.tolist()])
+    present &= np.isfinite(block.pointing_curve.transpose("sample", ...).values.reshape(len(present), -1)).any(1)
     hits = block.pointing_curve.isel(sample=np.flatnonzero(present)).mean("sample", skipna=True)
     table = hits.to_dataframe(name="hit_rate").reset_index()[["explainer", "tolerance", "hit_rate"]]
     family = dict(zip(block.explainer.values.tolist(), block.family.values.tolist()))

@@ -126,7 +126,7 @@ def test_attention_read_by_medlit_equals_monais_saved_attention(vit):
     finally:
         for block in blocks:
             block.attn.save_attn = False
-    assert len(attentions) == len(blocks) == 4
+    assert len(attentions) == len(blocks) == vit.net.depth
     for ours, monai in zip(attentions, saved):
         assert ours.shape == (3, 4, 1 + 16, 1 + 16)
         torch.testing.assert_close(ours, monai, rtol=0, atol=0)
@@ -181,7 +181,8 @@ def test_the_randomisation_cascade_reaches_every_parameter_of_the_vit(vit):
     groups = randomisation_cascade(vit)
     labels = [label for label, _ in groups]
     assert labels[0] == "head" and labels[-1] == "stem"
-    assert {"block1", "block2", "block3", "block4+norm", "tokens"} <= set(labels)  # the final norm joins block 4
+    last = f"block{vit.net.depth}+norm"  # the final norm joins the last block
+    assert {*(f"block{i}" for i in range(1, vit.net.depth)), last, "tokens"} <= set(labels)
     covered = {name for _, names in groups for name in names}
     for name, _ in vit.named_parameters():
         assert any(name.startswith(group + ".") for group in covered), name

@@ -128,6 +128,31 @@ def test_cubes_of_several_models_merge_along_model_with_the_union_of_methods(tmp
     write_cube(merged, tmp_path / "merged.nc")  # the merged cube is itself a valid cube
 
 
+def test_a_model_explained_on_fewer_images_is_padded_and_paired_on_the_shared_ones(tmp_path):
+    """A model capped by ``Profile.n_explain_by_model`` scores the first images of the others: merged, its other
+    images are NaN (sample ids kept), summaries count only its own images, and other images are refused."""
+    from medlit.model_comparison import model_comparison
+    from medlit.summary import summarise
+
+    cnn, vit = cube_for(["gradcam", "random"], model="cnn", n=6), cube_for(["gradcam", "random"], seed=3,
+                                                                          model="vit", n=4)
+    merged = merge_cubes([cnn, vit])
+    assert merged.sizes["sample"] == 6 and list(merged.sample_id.values[0]) == [f"s{i}" for i in range(6)]
+    assert bool(merged.score.sel(model="vit").isel(sample=slice(4, None)).isnull().all())
+    np.testing.assert_array_equal(merged.score.sel(model="vit").isel(sample=slice(0, 4)).values,
+                                  vit.score.sel(model="vit").values)
+    table = summarise(merged, replicates=50)
+    n = table[(table.method == "random") & (table.metric == "deletion_auc")].set_index("model").n
+    assert (int(n["cnn"]), int(n["vit"])) == (6, 4)
+    versus = model_comparison(merged, ["gradcam"], ["deletion_auc"], reference="cnn", other="vit", replicates=50)
+    assert int(versus.n.iloc[0]) == 4
+    write_cube(merged, tmp_path / "merged.nc")
+    other = cube_for(["gradcam"], model="vit", n=4)
+    other = other.assign_coords(sample_id=(("dataset", "sample"), [["t0", "t1", "t2", "t3"]]))
+    with pytest.raises(ValueError, match="other images than model cnn"):
+        merge_cubes([cnn, other])
+
+
 def test_not_applicable_methods_read_as_such_in_every_table():
     from medlit.summary import cost_table, leaderboard, summarise, verdicts
 
@@ -141,3 +166,16 @@ def test_not_applicable_methods_read_as_such_in_every_table():
     assert "**gradcam**: not applicable (needs x, which vit does not offer)" in verdicts(summary)
     assert "saliency** beats" in verdicts(summary)
     assert len(cost_table(cube)) == 3
+
+
+def test_a_profile_caps_a_model_kind_below_the_data_sets_count():
+    from medlit.profiles import PROFILES, Profile
+
+    profile = Profile("t", image_size=64, n_train=8, n_val=8, n_test=8, epochs=1, batch_size=8, n_explain=10,
+                      deletion_steps=4, bootstrap=10, n_sanity=2, n_explain_by_dataset=(("fundus-lesions", 6),),
+                      n_explain_by_model=(("vit", 8),))
+    assert profile.explain_count("cxr-phantom") == 10 and profile.explain_count("cxr-phantom", "vit") == 8
+    assert profile.explain_count("fundus-lesions", "vit") == 6 and profile.explain_count("fundus-lesions") == 6
+    assert profile.explain_count("cxr-phantom", "resnet10") == 10
+    assert "n_explain_by_model" in profile.as_dict()
+    assert "n_explain_by_model" not in PROFILES["smoke"].as_dict()  # unused: older cache keys stay valid
