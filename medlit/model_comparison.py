@@ -1,7 +1,8 @@
 """The same method on two models: paired differences of their scores on the same images.
 
 Two model kinds explained on the same images (every method chapter explains the first positive test images of a
-data set, whatever the model) can be compared method by method. The difference mixes the model and the method:
+data set, whatever the model; a kind the profile caps gets the first of them) can be compared method by method, on
+the images both were explained on. The difference mixes the model and the method:
 a ViT's occlusion map can localise worse than the CNN's because the ViT uses the image differently, not because
 occlusion works worse on transformers. The tables say so; the numbers cannot separate the two.
 """
