@@ -30,9 +30,13 @@ from medlit.data.difficulty import lesion_area_fraction, lesion_contrast
 from medlit.metrics import DEFAULT_CURVE_FRACTIONS, DEFAULT_TOLERANCE_FRACTION, METRICS, pointing_curve
 from medlit.metrics.ground_truth import metric_spec, split_name
 from medlit.models import MODEL_KINDS, ModelConfig, load_or_train
+# fine-tuned kinds register here, not in medlit.models: their code (explainers, metrics) stays out of the other
+# kinds' code hash
+from medlit.models import idexpo_finetuned  # noqa: F401
 from medlit.models.training import predict_proba
 from medlit.paths import atomic_write_bytes, code_hash, cubes_dir
 from medlit.perturbation import PROTOCOL_SUBSTRATE
+from medlit.timing import phase
 from medlit.profiles import Profile, get_profile
 
 DEFAULT_METRICS = ("pointing_game", "pointing_game_strict", "energy_pointing_game", "iou_otsu", "auprc",
@@ -95,9 +99,14 @@ def model_config(profile: Profile, dataset: str, in_channels: int = 1, model: st
     spec = DATASETS[dataset]
     code = code_hash(MODEL_KINDS[model].build.__module__, MODEL_KINDS[model].recipe.__module__,
                      *map(_module_name, spec.source_modules)) + spec.fingerprint
+    base = ""
+    if MODEL_KINDS[model].base:  # fine-tuned: named after the exact model it starts from
+        start = model_config(profile, dataset, in_channels, MODEL_KINDS[model].base, device_type)
+        base = f"{start.name}-{start.digest()}"
     return ModelConfig(dataset=dataset, image_size=profile.image_size, n_train=profile.n_train,
                        n_val=profile.n_val, epochs=profile.epochs, batch_size=profile.batch_size,
-                       seed=profile.seed, arch=model, in_channels=in_channels, device_type=device_type, code=code)
+                       seed=profile.seed, arch=model, in_channels=in_channels, device_type=device_type, code=code,
+                       base=base)
 
 
 def prepare(profile: str | Profile = "quick", dataset: str = "cxr-phantom", *, model: str = DEFAULT_MODEL,
@@ -110,10 +119,15 @@ def prepare(profile: str | Profile = "quick", dataset: str = "cxr-phantom", *, m
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     device = resolve_device(device) if not isinstance(device, torch.device) else device
-    splits = load_dataset(dataset, profile) if splits is None else splits
+    if splits is None:
+        with phase("data"):
+            splits = load_dataset(dataset, profile)
+    if MODEL_KINDS[model].base:  # the model it is fine-tuned from is trained (or loaded) first
+        prepare(profile, dataset, model=MODEL_KINDS[model].base, device=device, progress=progress, splits=splits)
     config = model_config(profile, dataset, in_channels=splits["train"].images.shape[1], model=model,
                           device_type=device.type)
-    trained, record = load_or_train(config, splits, device=device, progress=progress)
+    with phase("models"):
+        trained, record = load_or_train(config, splits, device=device, progress=progress)
     return Prepared(profile, dataset, splits, trained, record)
 
 
@@ -177,10 +191,13 @@ def score_method(model, data: SampleSet, method: str, metrics: list[str], params
     if reason:
         return (np.full((len(metrics), len(data)), np.nan, np.float32), float("nan"), reason,
                 np.full((len(DEFAULT_CURVE_FRACTIONS), len(data)), np.nan, np.float32))
-    maps, seconds = explain_batched(method, model, data.images, positive_class(len(data)), batch_size=batch_size,
-                                    data_inputs=data_inputs)
-    curve = pointing_curve(maps, data.box_masks(), DEFAULT_CURVE_FRACTIONS).numpy().T
-    return score_maps(model, data, maps, metrics, params), seconds / max(len(data), 1), "", curve
+    with phase("explaining"):
+        maps, seconds = explain_batched(method, model, data.images, positive_class(len(data)),
+                                        batch_size=batch_size, data_inputs=data_inputs)
+    with phase("scoring"):
+        curve = pointing_curve(maps, data.box_masks(), DEFAULT_CURVE_FRACTIONS).numpy().T
+        scores = score_maps(model, data, maps, metrics, params)
+    return scores, seconds / max(len(data), 1), "", curve
 
 
 # The code that determines a cube's numbers: this module and everything it imports (``medlit.paths.code_hash``).
@@ -339,7 +356,8 @@ def run_chapter(profile: str | Profile, methods: list[str], *, chapter: str, dat
     profile = get_profile(profile) if isinstance(profile, str) else profile
     prepared = {}
     for name in datasets:
-        splits = load_dataset(name, profile)  # one copy of the images for every model kind
+        with phase("data"):
+            splits = load_dataset(name, profile)  # one copy of the images for every model kind
         for kind in models:
             prepared[name, kind] = prepare(profile, name, model=kind, device=device, progress=progress, splits=splits)
     cubes = [run_methods(p, methods, chapter=chapter, metrics=metrics, progress=progress) for p in prepared.values()]

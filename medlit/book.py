@@ -5,22 +5,30 @@ injected. An executed chapter is reused while its stamp (notebook source, profil
 for chapters that read other chapters' cubes, those cubes) is unchanged. The book is built from a staging
 folder (``_build/stage``) holding the front matter and the executed notebooks, so the notebooks in
 ``chapters/`` stay clean sources.
+
+Each build writes ``_build/executed/<profile>/timing.json``: the wall time of the model preparation, of every
+chapter (with its kernel's seconds per phase, :mod:`medlit.timing`) and of jupyter-book; ``scripts/profile_book.py``
+prints it as a table.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from medlit.paths import cubes_dir, project_root, source_hash
+from medlit.paths import atomic_write_bytes, cubes_dir, project_root, source_hash
+from medlit.timing import LOG_ENV, read_log
 
 STAGED_FILES = ("_config.yml", "_toc.yml")
 STAGED_DIRS = ("book", "data_cards")
@@ -123,11 +131,14 @@ def execute_chapter(chapter: Chapter, profile: str, *, data: str = "", force: bo
     out = executed_dir(profile) / f"{chapter.name}.ipynb"
     stamp_file = out.with_suffix(".stamp")
     stamp = _stamp(chapter, profile, data, device)
-    if not force and out.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+    if not force and is_up_to_date(chapter, profile, data=data, device=device):
         log(f"  {chapter.name}: up to date, reused")
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     failed = out.with_name(f"{chapter.name}.failed.ipynb")
+    timing_log = timing_log_path(profile, chapter.name)
+    timing_log.unlink(missing_ok=True)
+    os.environ[LOG_ENV] = str(timing_log)  # the chapter's kernel inherits it and logs its phases there
     started = time.perf_counter()
     try:
         papermill.execute_notebook(str(chapter.source), str(failed), parameters={"profile": profile,
@@ -138,6 +149,8 @@ def execute_chapter(chapter: Chapter, profile: str, *, data: str = "", force: bo
         raise RuntimeError(f"chapter {chapter.source} failed under profile {profile!r}: {err}\n"
                            f"The partly executed notebook is {failed}; chapters executed before it are kept."
                            ) from err
+    finally:
+        os.environ.pop(LOG_ENV, None)
     _hide_default_parameters(failed)
     failed.replace(out)
     stamp_file.write_text(stamp)
@@ -222,6 +235,42 @@ def run_jupyter_book(stage_dir: Path) -> Path:
     return root / "_build" / "html" / "index.html"
 
 
+def is_up_to_date(chapter: Chapter, profile: str, *, data: str = "", device: str | None = None) -> bool:
+    """Whether the executed copy of ``chapter`` matches its stamp (``execute_chapter`` would reuse it)."""
+    from medlit.device import resolve_device
+
+    out = executed_dir(profile) / f"{chapter.name}.ipynb"
+    stamp_file = out.with_suffix(".stamp")
+    return (out.is_file() and stamp_file.is_file()
+            and stamp_file.read_text() == _stamp(chapter, profile, data, resolve_device(device).type))
+
+
+def timing_log_path(profile: str, name: str) -> Path:
+    """The phase log (``medlit.timing``) of one chapter's last execution, or of the book's model preparation."""
+    return executed_dir(profile) / f"{name}.timing.jsonl"
+
+
+def write_timing(profile: str, rows: list[dict]) -> Path:
+    """``_build/executed/<profile>/timing.json``: one row per step of the build (``step``, ``seconds``, whether it
+    was reused, and the seconds per phase its log holds)."""
+    path = executed_dir(profile) / "timing.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps({"profile": profile, "steps": rows}, indent=2).encode())
+    return path
+
+
+def prepare_models(profile: str, data: str, device: str) -> list[tuple[str, float, float]]:
+    """Train (or load) the default model of every data set of the run: (name, test AUROC, seconds) each."""
+    from medlit.benchmark import chapter_datasets, prepare
+
+    done = []
+    for dataset in chapter_datasets(data):
+        t = time.perf_counter()
+        prepared = prepare(profile, dataset, device=device, progress=True)
+        done.append((prepared.record["name"], prepared.record["test_auroc"], time.perf_counter() - t))
+    return done
+
+
 def build_book(profile: str = "quick", *, force: bool = False, data: str = "", device: str | None = None,
                log=print) -> Path:
     """The whole book: models, chapters, HTML. Returns the path of ``index.html``.
@@ -230,19 +279,40 @@ def build_book(profile: str = "quick", *, force: bool = False, data: str = "", d
     ``medlit.benchmark.chapter_datasets``); the files are checked before any chapter runs. ``device``:
     ``auto``/``cpu``/``cuda`` for training and explaining (None reads ``$MEDLIT_DEVICE``, default auto).
     """
-    from medlit.benchmark import chapter_datasets, prepare
     from medlit.device import resolve_device
 
     started = time.perf_counter()
     device = resolve_device(device).type
     log(f"medlit book, profile {profile!r}, device {device}" + (f", real data {data}" if data else ""))
-    for dataset in chapter_datasets(data):
+    rows = []
+    models_log = timing_log_path(profile, "models")
+    models_log.parent.mkdir(parents=True, exist_ok=True)
+    models_log.unlink(missing_ok=True)
+    os.environ[LOG_ENV] = str(models_log)
+    t = time.perf_counter()
+    try:
+        # in a process of its own: training leaves the process holding about 2 GB it no longer uses, which the
+        # chapters' kernels would have to share the machine with
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for name, auroc, seconds in pool.submit(prepare_models, profile, data, device).result():
+                log(f"  model {name}: test AUROC {auroc:.3f} ({seconds:.0f} s)")
+    finally:
+        os.environ.pop(LOG_ENV, None)
+    rows.append({"step": "models", "seconds": time.perf_counter() - t, "reused": False, **read_log(models_log)})
+    executed = []
+    for chapter in chapters():
+        reused = not force and is_up_to_date(chapter, profile, data=data, device=device)
         t = time.perf_counter()
-        prepared = prepare(profile, dataset, device=device, progress=True)
-        log(f"  model {prepared.record['name']}: test AUROC {prepared.record['test_auroc']:.3f} "
-            f"({time.perf_counter() - t:.0f} s)")
-    executed = [execute_chapter(ch, profile, data=data, force=force, device=device, log=log) for ch in chapters()]
+        out = execute_chapter(chapter, profile, data=data, force=force, device=device, log=log)
+        phases = read_log(timing_log_path(profile, chapter.name)) if not reused else {}
+        rows.append({"step": chapter.name, "seconds": time.perf_counter() - t, "reused": reused, **phases})
+        executed.append(out)
+        write_timing(profile, rows)
+    t = time.perf_counter()
     index = run_jupyter_book(stage(profile, executed, write_headline(profile, data)))
+    rows.append({"step": "jupyter-book", "seconds": time.perf_counter() - t, "reused": False})
+    rows.append({"step": "total", "seconds": time.perf_counter() - started, "reused": False})
+    write_timing(profile, rows)
     log(f"book built in {time.perf_counter() - started:.0f} s: {index}")
     return index
 

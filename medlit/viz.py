@@ -12,6 +12,7 @@ from matplotlib.patches import Rectangle
 
 from medlit.data.sample import SampleSet
 from medlit.summary import budget_curves, randomisation_curve
+from medlit.timing import phase
 
 BOX_COLOUR = "#00e5ff"
 
@@ -51,6 +52,7 @@ def show_samples(data: SampleSet, n: int = 8, columns: int = 4, title_key: str =
     return fig
 
 
+@phase("galleries")
 def map_gallery(data: SampleSet, maps: dict[str, torch.Tensor], n: int = 4):
     """Rows of images; columns: the image, then each method's map over it (min-max scaled for display only)."""
     n = min(n, len(data))
@@ -137,6 +139,7 @@ def per_dataset(table: pd.DataFrame, render, datasets: list[str] | None = None) 
 # --- galleries ------------------------------------------------------------------------------------------------
 
 
+@phase("galleries")
 def explain_examples(prepared, methods: list[str], n: int = 4) -> tuple[SampleSet, dict[str, torch.Tensor]]:
     """Explain the first ``n`` explained images of ``prepared`` for the positive class with each method.
 

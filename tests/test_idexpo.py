@@ -80,3 +80,65 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="quantity"):
         soft_insertion_deletion_curves(None, torch.rand(1, 1, 4, 4), torch.tensor([0]), torch.rand(1, 4, 4),
                                        quantity="probability")
+
+
+def finetune_setup():
+    from dataclasses import replace
+
+    from medlit.models import ModelConfig
+    from tests.conftest import square_set
+
+    splits = {"train": square_set(16, seed=0, split="train"), "val": square_set(8, seed=1, split="val"),
+              "test": square_set(8, seed=2)}
+    base = ModelConfig(dataset="squares", image_size=32, n_train=16, n_val=8, epochs=1, batch_size=8)
+    kinds = {kind: replace(base, arch=kind, base=f"{base.name}-{base.digest()}")
+             for kind in ("resnet10_idexpo", "resnet10_finetuned")}
+    return splits, base, kinds
+
+
+def test_the_fine_tuned_kinds_start_from_the_base_and_differ_by_the_regulariser_only(results):
+    from medlit.models import load_or_train
+
+    splits, base, kinds = finetune_setup()
+    with pytest.raises(FileNotFoundError, match="not in the model cache"):
+        load_or_train(kinds["resnet10_idexpo"], splits, progress=False)
+    start, _ = load_or_train(base, splits, progress=False)
+    tuned = {kind: load_or_train(config, splits, progress=False) for kind, config in kinds.items()}
+    (idexpo, record), (control, control_record) = tuned["resnet10_idexpo"], tuned["resnet10_finetuned"]
+    assert record["history"][0]["lambda1"] == 0.01 and control_record["history"][0]["lambda1"] == 0.0
+    assert record["history"][0]["train_c_ins"] > 0 and control_record["history"][0]["train_c_ins"] == 0.0
+    weights = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    assert not torch.equal(weights(idexpo), weights(start)) and not torch.equal(weights(control), weights(start))
+    assert not torch.equal(weights(idexpo), weights(control))
+
+
+def test_fine_tuning_is_deterministic_by_seed(tmp_path, monkeypatch):
+    from medlit.models import load_or_train
+
+    splits, base, kinds = finetune_setup()
+    runs = []
+    for folder in ("a", "b"):
+        monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path / folder))
+        load_or_train(base, splits, progress=False)
+        model, _ = load_or_train(kinds["resnet10_idexpo"], splits, progress=False)
+        runs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(p, q) for p, q in zip(*runs))
+
+
+def test_a_fine_tuned_kinds_config_names_the_exact_model_it_starts_from():
+    import hashlib
+    import json
+
+    from medlit.benchmark import model_config
+    from medlit.profiles import get_profile
+
+    profile = get_profile("smoke")
+    base = model_config(profile, "cxr-phantom")
+    tuned = model_config(profile, "cxr-phantom", model="resnet10_idexpo")
+    assert tuned.base == f"{base.name}-{base.digest()}" and base.base == ""
+    assert tuned.digest() != model_config(profile, "cxr-phantom", model="resnet10_finetuned").digest()
+    reseeded = model_config(profile.with_seed(1), "cxr-phantom", model="resnet10_idexpo")
+    assert reseeded.base != tuned.base  # another base model, another fine-tuned model
+    # a model trained from scratch keeps the digest it had before the field existed (its cache entry stays valid)
+    fields = {k: v for k, v in base.as_dict().items() if k not in ("base", "label_shuffle_seed")}
+    assert base.digest() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from medlit.explain import EXPLAINERS, NotApplicable, explain_batched, not_applicable_reason
+import medlit.models.idexpo_finetuned  # noqa: F401  (fine-tuned kinds register on import)
 from medlit.models import MODEL_KINDS, ModelConfig, build_model, capabilities_of, load_or_train
 from medlit.models.capabilities import CAM_STAGES, GRADIENTS, LRP_REWRITE, feature_layer, feature_map
 from medlit.models.inspect import feature_grid

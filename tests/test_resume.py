@@ -25,6 +25,7 @@ import pytest
 from medlit.paths import PACKAGE_DIR
 
 METHODS = ["gradcam", "centre_prior"]
+TIMING_FILES = ("timing.json", "models.timing", "00_first.timing", "10_second.timing")
 BUILD_TIMEOUT_S = 420
 
 TOC = """format: jb-book
@@ -96,11 +97,12 @@ def alive(pid: int) -> bool:
 
 
 def snapshot(project: Path) -> dict:
-    """Every finished product: path -> (mtime_ns, sha256): models, cubes, executed chapters and their stamps."""
+    """Every finished product: path -> (mtime_ns, sha256): models, cubes, executed chapters and their stamps (not
+    the build's timing report, which every build rewrites)."""
     found = {}
     for folder in (project / "results", project / "_build" / "executed"):
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and ".failed." not in path.name:
+            if path.is_file() and ".failed." not in path.name and not path.name.startswith(TIMING_FILES):
                 found[str(path.relative_to(project))] = (path.stat().st_mtime_ns,
                                                          hashlib.sha256(path.read_bytes()).hexdigest())
     return found
@@ -172,6 +174,13 @@ def test_an_interrupted_build_resumes_without_redoing_or_losing_anything(resumed
     assert not list((project / "_build" / "executed").rglob("*.failed.ipynb"))
     assert not [p for p in (project / "results").rglob("*") if ".tmp" in p.name]
     assert (project / "_build" / "html" / "index.html").is_file()
+    # the timing report of the resumed build: the reused chapter took no phase time, the other scored and explained
+    steps = {row["step"]: row for row in json.loads(
+        (project / "_build" / "executed" / "smoke" / "timing.json").read_text())["steps"]}
+    assert list(steps) == ["models", "00_first", "10_second", "jupyter-book", "total"]
+    assert steps["00_first"]["reused"] and not steps["10_second"]["reused"]
+    assert steps["10_second"]["scoring"] > 0 and steps["10_second"]["explaining"] > 0
+    assert steps["10_second"]["scoring"] + steps["10_second"]["explaining"] < steps["10_second"]["seconds"]
 
 
 def test_the_same_seed_gives_identical_cubes(resumed, tmp_path):

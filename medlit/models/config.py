@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 # Fields added after models were cached, with the value that means "as before": left out of the digest at that
 # value, so that every model cached before the field existed keeps its digest.
-DIGEST_OMITS_AT_DEFAULT = {"label_shuffle_seed": None}
+DIGEST_OMITS_AT_DEFAULT = {"label_shuffle_seed": None, "base": ""}
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class ModelConfig:
     # The data randomisation test of Adebayo et al. (2018): the training labels (only those; validation and test
     # keep theirs, so the record shows chance accuracy) are permuted with this seed. None: the real labels.
     label_shuffle_seed: int | None = None
+    # A fine-tuned kind's starting point: the cache file stem (name-digest) of the trained model it starts from,
+    # so that a retrained base retrains it. "" for a model trained from scratch.
+    base: str = ""
 
     @property
     def _suffix(self) -> str:

@@ -26,15 +26,20 @@ class ModelKind:
     capabilities: frozenset[str]  # see medlit.models.capabilities
     long_name: str
     citation: str  # BibTeX key of the architecture ("" if none)
+    # The kind this one is fine-tuned from ("" if trained from scratch): its trained model is prepared first and
+    # named in ModelConfig.base, so that the recipe can start from it.
+    base: str = ""
 
 
 MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
 
 
-def register_model_kind(name: str, *, recipe: Callable, capabilities, long_name: str, citation: str = ""):
-    """Decorator registering a builder ``build(config) -> nn.Module`` as model kind ``name``."""
+def register_model_kind(name: str, *, recipe: Callable, capabilities, long_name: str, citation: str = "",
+                        base: str = ""):
+    """Decorator registering a builder ``build(config) -> nn.Module`` as model kind ``name`` (fine-tuned from
+    kind ``base`` when given)."""
     def decorate(build: Callable) -> Callable:
-        MODEL_KINDS.add(name, ModelKind(name, build, recipe, frozenset(capabilities), long_name, citation))
+        MODEL_KINDS.add(name, ModelKind(name, build, recipe, frozenset(capabilities), long_name, citation, base))
         return build
 
     return decorate

@@ -17,6 +17,7 @@ import xarray as xr
 
 from medlit.cube import load_if_current, provenance, read_netcdf, write_netcdf
 from medlit.paths import checks_dir, code_hash
+from medlit.timing import phase
 
 
 def study_path(prepared, chapter: str, study: str) -> Path:
@@ -48,7 +49,8 @@ def run_study(prepared, *, chapter: str, study: str, settings: dict, code_module
     cached = None if force else load_if_current(path, key)
     if cached is not None:
         return cached
-    ds = compute()
+    with phase("studies"):
+        ds = compute()
     ds.attrs.update(provenance(prepared.profile.name, prepared.profile.seed, str(prepared.device)))
     ds.attrs.update({"chapter": chapter, "study": study, "cache_key": key, "dataset": prepared.dataset,
                      "model": prepared.record["name"], "model_kind": prepared.model_kind,

@@ -48,6 +48,7 @@ from medlit.studies.randomisation import (
     null_maps_similarity,
     pair_similarity,
 )
+from medlit.timing import phase
 
 DEFAULT_SHUFFLE_SEED = 0
 
@@ -66,7 +67,8 @@ def shuffled_label_model(prepared, shuffle_seed: int = DEFAULT_SHUFFLE_SEED, *, 
     """The model of ``prepared``'s kind trained on its data set with shuffled training labels, and its record
     (trained once and cached by ``load_or_train`` like any model; about one training run of the profile)."""
     config = shuffled_label_config(prepared.record["config"], shuffle_seed)
-    return load_or_train(config, prepared.splits, device=prepared.device, progress=progress)
+    with phase("models"):
+        return load_or_train(config, prepared.splits, device=prepared.device, progress=progress)
 
 
 def data_randomisation(model, shuffled_model, x: torch.Tensor, target: torch.Tensor, explainer_names: list[str],
