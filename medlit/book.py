@@ -131,7 +131,7 @@ def execute_chapter(chapter: Chapter, profile: str, *, data: str = "", force: bo
     out = executed_dir(profile) / f"{chapter.name}.ipynb"
     stamp_file = out.with_suffix(".stamp")
     stamp = _stamp(chapter, profile, data, device)
-    if not force and is_up_to_date(chapter, profile, data=data, device=device):
+    if not force and _stamped(out, stamp):
         log(f"  {chapter.name}: up to date, reused")
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,9 +240,13 @@ def is_up_to_date(chapter: Chapter, profile: str, *, data: str = "", device: str
     from medlit.device import resolve_device
 
     out = executed_dir(profile) / f"{chapter.name}.ipynb"
+    return _stamped(out, _stamp(chapter, profile, data, resolve_device(device).type))
+
+
+def _stamped(out: Path, stamp: str) -> bool:
+    """Whether the executed notebook ``out`` exists with ``stamp`` beside it."""
     stamp_file = out.with_suffix(".stamp")
-    return (out.is_file() and stamp_file.is_file()
-            and stamp_file.read_text() == _stamp(chapter, profile, data, resolve_device(device).type))
+    return out.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp
 
 
 def timing_log_path(profile: str, name: str) -> Path:
