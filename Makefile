@@ -8,6 +8,8 @@ PROFILE ?= quick
 DATA ?=
 # Where models train and explain: auto (CUDA when torch sees a GPU), cpu or cuda
 DEVICE ?= auto
+# Where chapters score their shards: empty (in the chapter's process), local:N or a Dask scheduler's address
+SCHEDULER ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medlit-installed
 # The maths renderer ships with the book (npm registry, at install time): the pages load nothing from the network.
@@ -17,13 +19,22 @@ MATHJAX := $(VENV)/mathjax/node_modules/mathjax/es5/tex-chtml.js
 .PHONY: book test unit browser-check clean-results clean
 
 book: $(STAMP) $(MATHJAX)
-	$(BIN)/medlit book --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data "$(DATA)")
+	$(BIN)/medlit book --profile $(PROFILE) --device $(DEVICE) $(if $(DATA),--data "$(DATA)") \
+		$(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
-# Unit tests in parallel workers (one thread each: most are too small to use two), then the chapters in order
-# (the comparison chapter reads the cubes the method chapters write).
+# Unit tests in parallel workers (one thread each: most are too small to use two), then the chapters under nbval:
+# the first (it trains the default models the others use), the method chapters side by side, and the comparison
+# chapter last (it reads the cubes the method chapters write).
+CHAPTERS := $(sort $(wildcard chapters/*.ipynb))
+FIRST_CHAPTER := $(firstword $(CHAPTERS))
+LAST_CHAPTER := $(lastword $(CHAPTERS))
+METHOD_CHAPTERS := $(filter-out $(FIRST_CHAPTER) $(LAST_CHAPTER),$(CHAPTERS))
+
 test: $(STAMP) $(MATHJAX)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -q --ignore=tests/browser -n auto --maxprocesses 4 --dist loadfile
-	$(BIN)/python -m pytest chapters --nbval-lax -q
+	$(BIN)/python -m pytest $(FIRST_CHAPTER) --nbval-lax -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(METHOD_CHAPTERS) --nbval-lax -q -n 3 --dist loadfile
+	$(BIN)/python -m pytest $(LAST_CHAPTER) --nbval-lax -q
 
 # The book as a reader meets it: build the smoke-profile book, open every page in headless Chromium, offline
 # (needs the chromium and chromium-driver system packages; .ci/run installs them).

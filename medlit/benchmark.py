@@ -219,24 +219,57 @@ def _shard_key(method: str, metrics: list[str], params: dict, prepared: Prepared
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def read_shard(path: Path) -> tuple[np.ndarray, float, str, np.ndarray] | None:
+    """A shard file's (scores, seconds, reason, curve); None when there is none, or (with a warning) when it
+    cannot be read: a torn or foreign file is scored again and overwritten."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as shard:
+            return shard["scores"], float(shard["seconds"]), str(shard["reason"]), shard["curve"]
+    except Exception as error:
+        warnings.warn(f"score shard {path} could not be read ({error}); scoring it again", stacklevel=3)
+        return None
+
+
 def cached_score_method(prepared: Prepared, data: SampleSet, method: str, metrics: list[str], params: dict,
                         data_inputs: dict | None, *, force: bool = False) -> tuple[np.ndarray, float, str, np.ndarray]:
     """``score_method``, read back from its shard file when this method was scored on the same images, model,
     metrics, settings and scoring code before, by any chapter (the controls every chapter shows are scored once).
     A shard that cannot be read is computed again and overwritten."""
     path = shard_path(prepared, method, _shard_key(method, metrics, params, prepared, len(data)))
-    if path.is_file() and not force:
-        try:
-            with np.load(path, allow_pickle=False) as shard:
-                return shard["scores"], float(shard["seconds"]), str(shard["reason"]), shard["curve"]
-        except Exception as error:  # a torn or foreign file: say so and score again
-            warnings.warn(f"score shard {path} could not be read ({error}); scoring {method!r} again", stacklevel=2)
+    stored = None if force else read_shard(path)
+    if stored is not None:
+        return stored
     scores, seconds, reason, curve = score_method(prepared.model, data, method, metrics, params,
                                                   data_inputs=data_inputs)
     buffer = io.BytesIO()
     np.savez(buffer, scores=scores, seconds=np.float64(seconds), reason=np.asarray(reason), curve=curve)
     atomic_write_bytes(path, buffer.getvalue())
     return scores, seconds, reason, curve
+
+
+def score_shards(prepared: Prepared, data: SampleSet, methods: list[str], metrics: list[str], params: dict,
+                 inputs: dict | None, *, chapter: str, force: bool = False, progress: bool = True) -> list[tuple]:
+    """``cached_score_method`` of every method, in order: in this process, or, when a scheduler is set
+    (``$MEDLIT_SCHEDULER``, :mod:`medlit.cluster`), the shards not on disk yet as tasks on that cluster."""
+    from medlit.cluster import ShardTask, score_on_cluster, scheduler_setting
+
+    address = scheduler_setting()
+    if not address:
+        return [cached_score_method(prepared, data, method, metrics, params, inputs, force=force)
+                for method in tqdm(methods, desc=f"{chapter}: methods", disable=not progress)]
+    from medlit.data.adapters import registration
+
+    done = {} if force else {m: read_shard(shard_path(prepared, m, _shard_key(m, metrics, params, prepared,
+                                                                               len(data)))) for m in methods}
+    todo = [m for m in methods if done.get(m) is None]
+    tasks = [ShardTask(prepared.profile, prepared.dataset, prepared.model_kind, str(prepared.device), m,
+                       tuple(metrics), force, registration(prepared.dataset)) for m in todo]
+    if tasks:
+        done.update(zip(todo, score_on_cluster(address, tasks, progress=progress,
+                                               desc=f"{chapter}: {prepared.dataset} / {prepared.model_kind}")))
+    return [done[m] for m in methods]
 
 
 def _cache_key(chapter: str, methods: list[str], metrics: list[str], prepared: Prepared) -> str:
@@ -290,13 +323,8 @@ def run_methods(prepared: Prepared, methods: list[str], *, chapter: str, metrics
     data = prepared.explained
     params = metric_params(prepared.profile, data)
     inputs = data_inputs_for(prepared.splits["train"], data)
-    scores, seconds, reasons, curves = [], [], [], []
-    for method in tqdm(methods, desc=f"{chapter}: methods", disable=not progress):
-        s, t, reason, curve = cached_score_method(prepared, data, method, metrics, params, inputs, force=force)
-        scores.append(s)
-        seconds.append(t)
-        reasons.append(reason)
-        curves.append(curve)
+    scores, seconds, reasons, curves = zip(*score_shards(prepared, data, methods, metrics, params, inputs,
+                                                         chapter=chapter, force=force, progress=progress))
     attrs = provenance(prepared.profile.name, prepared.profile.seed, str(prepared.device))
     attrs.update({
         "chapter": chapter, "cache_key": key, "ground_truth": GROUND_TRUTH,

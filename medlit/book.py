@@ -276,18 +276,25 @@ def prepare_models(profile: str, data: str, device: str) -> list[tuple[str, floa
 
 
 def build_book(profile: str = "quick", *, force: bool = False, data: str = "", device: str | None = None,
-               log=print) -> Path:
+               scheduler: str | None = None, log=print) -> Path:
     """The whole book: models, chapters, HTML. Returns the path of ``index.html``.
 
     ``data``: real data sets to score beside the embedded ones, e.g. ``"nih-cxr14=/data/nih"`` (see
     ``medlit.benchmark.chapter_datasets``); the files are checked before any chapter runs. ``device``:
     ``auto``/``cpu``/``cuda`` for training and explaining (None reads ``$MEDLIT_DEVICE``, default auto).
+    ``scheduler``: where the chapters score their shards: in-process ("" or None, the default, unless
+    ``$MEDLIT_SCHEDULER`` is set), ``local:N`` for a local Dask cluster of N workers, or a scheduler's address
+    (:mod:`medlit.cluster`).
     """
+    from medlit.cluster import scheduler as scheduler_context
+    from medlit.cluster import scheduler_setting
     from medlit.device import resolve_device
 
     started = time.perf_counter()
     device = resolve_device(device).type
-    log(f"medlit book, profile {profile!r}, device {device}" + (f", real data {data}" if data else ""))
+    scheduler = scheduler_setting(scheduler)
+    log(f"medlit book, profile {profile!r}, device {device}" + (f", real data {data}" if data else "")
+        + (f", shards on {scheduler}" if scheduler else ""))
     rows = []
     models_log = timing_log_path(profile, "models")
     models_log.parent.mkdir(parents=True, exist_ok=True)
@@ -304,14 +311,17 @@ def build_book(profile: str = "quick", *, force: bool = False, data: str = "", d
         os.environ.pop(LOG_ENV, None)
     rows.append({"step": "models", "seconds": time.perf_counter() - t, "reused": False, **read_log(models_log)})
     executed = []
-    for chapter in chapters():
-        reused = not force and is_up_to_date(chapter, profile, data=data, device=device)
-        t = time.perf_counter()
-        out = execute_chapter(chapter, profile, data=data, force=force, device=device, log=log)
-        phases = read_log(timing_log_path(profile, chapter.name)) if not reused else {}
-        rows.append({"step": chapter.name, "seconds": time.perf_counter() - t, "reused": reused, **phases})
-        executed.append(out)
-        write_timing(profile, rows)
+    with scheduler_context(scheduler) as address:
+        if address:
+            log(f"  scoring shards on the Dask scheduler at {address}")
+        for chapter in chapters():
+            reused = not force and is_up_to_date(chapter, profile, data=data, device=device)
+            t = time.perf_counter()
+            out = execute_chapter(chapter, profile, data=data, force=force, device=device, log=log)
+            phases = read_log(timing_log_path(profile, chapter.name)) if not reused else {}
+            rows.append({"step": chapter.name, "seconds": time.perf_counter() - t, "reused": reused, **phases})
+            executed.append(out)
+            write_timing(profile, rows)
     t = time.perf_counter()
     index = run_jupyter_book(stage(profile, executed, write_headline(profile, data)))
     rows.append({"step": "jupyter-book", "seconds": time.perf_counter() - t, "reused": False})

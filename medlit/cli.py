@@ -9,6 +9,9 @@ from medlit.device import DEVICE_CHOICES
 from medlit.profiles import PROFILES
 
 DEVICE_HELP = "where models train and explain: auto (CUDA when there is one; default, or $MEDLIT_DEVICE), cpu, cuda"
+SCHEDULER_HELP = ("where the chapters score their shards (data set x model x method): in this process (default, or "
+                  "$MEDLIT_SCHEDULER), local:N for a local Dask cluster of N workers, or a running Dask scheduler's "
+                  "address such as tcp://10.0.0.5:8786 (workers must see the same results folder)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                            "items separated by |, so quote the value for the shell); each data card lists its "
                            "adapter's options. The files are checked before any model trains")
     book.add_argument("--device", default=None, choices=DEVICE_CHOICES, help=DEVICE_HELP)
+    book.add_argument("--scheduler", default=None, metavar="local:N|ADDRESS", help=SCHEDULER_HELP)
 
     chapter = sub.add_parser("chapter", help="execute one chapter with papermill (by file stem)")
     chapter.add_argument("name", help="e.g. 10_gradient_activation")
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     chapter.add_argument("--data", default="", metavar="ADAPTER=FOLDER[:KEY=VALUE...][,...]",
                          help="as for `medlit book`")
     chapter.add_argument("--device", default=None, choices=DEVICE_CHOICES, help=DEVICE_HELP)
+    chapter.add_argument("--scheduler", default=None, metavar="local:N|ADDRESS", help=SCHEDULER_HELP)
 
     train = sub.add_parser("train", help="train (or load from the cache) the model of a profile")
     train.add_argument("--profile", default="quick", choices=list(PROFILES))
@@ -51,14 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "book":
             from medlit.book import build_book
-            build_book(args.profile, force=args.force, data=args.data, device=args.device)
+            build_book(args.profile, force=args.force, data=args.data, device=args.device,
+                       scheduler=args.scheduler)
         elif args.command == "chapter":
             from medlit.book import chapters, execute_chapter
             match = [c for c in chapters() if c.name == args.name]
             if not match:
                 names = ", ".join(c.name for c in chapters())
                 parser.error(f"no chapter {args.name!r} in _toc.yml; chapters: {names}")
-            print(execute_chapter(match[0], args.profile, data=args.data, force=args.force, device=args.device))
+            from medlit.cluster import scheduler
+            with scheduler(args.scheduler):
+                print(execute_chapter(match[0], args.profile, data=args.data, force=args.force,
+                                      device=args.device))
         elif args.command == "train":
             from medlit.benchmark import prepare
             prepared = prepare(args.profile, args.dataset, model=args.model, device=args.device)

@@ -21,6 +21,7 @@ from medlit.explain import EXPLAINERS, explain_batched, not_applicable_reason, p
 from medlit.explain.memo import MEMO
 from medlit.models import MODEL_KINDS, ModelConfig, build_model
 from medlit.models.inference import inference_forward
+from medlit.models.throughput import engine_report
 
 
 def best_of(fn, repeats: int) -> float:
@@ -68,7 +69,8 @@ def main() -> None:
     fwd, bwd = pass_costs(model, x, args.batch_size, args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.model}, {args.images} images at "
           f"{args.size} px, batch {args.batch_size}")
-    print(f"one forward: {fwd * 1e3:.2f} ms/image; one backward: {bwd * 1e3:.2f} ms/image\n")
+    print(f"one forward: {fwd * 1e3:.2f} ms/image; one backward: {bwd * 1e3:.2f} ms/image")
+    print("\n".join(engine_report(model, x[:args.batch_size])) + "\n")
     print(f"{'method':26s} {'family':12s} {'fwd':>4s} {'bwd':>4s} {'s/image':>9s} {'bound s/image':>13s} {'ratio':>7s}")
     for name in args.methods or EXPLAINERS.names():
         spec = EXPLAINERS[name]

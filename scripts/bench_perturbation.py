@@ -43,6 +43,7 @@ from medlit.metrics import deletion_auc, insertion_auc, insertion_deletion_curve
 from medlit.metrics.faithfulness import road_morf
 from medlit.models import ModelConfig, build_model
 from medlit.models.inference import inference_forward
+from medlit.models.throughput import engine_report
 from medlit.perturbation import explained_forward, gaussian_blur, perturbation_fill
 
 METHODS = ("occlusion", "rise", "kernel_shap", "lime", "scorecam", "feature_ablation")
@@ -351,7 +352,11 @@ def main() -> None:
     print("no-grad forward, ms/image by batch size: "
           + ", ".join(f"{bs}: {s * 1e3:.3f}" for bs, s in sweep.items())
           + f"; batch 1: {fwd1 * 1e3:.3f}")
-    print(f"best batch size {best_bs}: {fwd * 1e3:.3f} ms/image per forward (the bound's unit)\n")
+    print(f"best batch size {best_bs}: {fwd * 1e3:.3f} ms/image per forward (the bound's unit)")
+    if device.type == "cpu":  # against the machine's limit, every engine at the best batch
+        xb = x.repeat(math.ceil(best_bs / len(x)), 1, 1, 1)[:best_bs].contiguous()
+        print("\n".join(engine_report(model, xb)))
+    print()
 
     table = Table()
     channels = feature_channels(model, x)

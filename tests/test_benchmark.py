@@ -125,9 +125,13 @@ def test_a_real_data_set_runs_through_the_chapter_pipeline_beside_the_embedded_o
     monkeypatch.setenv("MEDLIT_RESULTS", str(tmp_path / "results"))
     monkeypatch.setattr(registry.DATASETS, "_entries", dict(registry.DATASETS._entries))
     monkeypatch.setattr(adapters, "_REGISTERED", {})
+    monkeypatch.setattr(adapters, "_CALLS", {})
     write_square_coco(tmp_path / "coco")
     datasets = chapter_datasets(f"coco={tmp_path / 'coco'}")
     assert datasets == ["cxr-phantom", "fundus-lesions", "coco"]
+    # what a cluster worker is sent to register the same set (medlit.cluster.ShardTask)
+    assert adapters.registration("coco") == ((tmp_path / "coco").resolve(), {"errors": "raise"})
+    assert adapters.registration("cxr-phantom") is None
     cube, prepared = run_chapter("smoke", ["gradcam", "centre_prior"], chapter="t", datasets=datasets,
                                  metrics=["pointing_game", "energy_pointing_game"])
     assert list(cube.dataset.values) == datasets

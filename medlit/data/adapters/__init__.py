@@ -58,6 +58,7 @@ CHECK_IMAGE_SIZE = 32  # the size the registration check reads its sample of ima
 CHECK_SAMPLE = 6  # images opened per split by the registration check (half positives where the data allow)
 
 _REGISTERED: dict[str, tuple] = {}  # data-set name -> (root, errors, options) it was registered with
+_CALLS: dict[str, tuple] = {}  # data-set name -> the (root, keyword arguments) of its registration
 
 
 def load_real(name: str, root, **kwargs) -> RealData:
@@ -200,7 +201,14 @@ def register_real_dataset(name: str, root, *, errors: str = "raise", **options) 
                      source_modules=SOURCE_MODULES, fingerprint=fingerprint(name, root, {"errors": errors, **options}),
                      kind="real")(loader)
     _REGISTERED[name] = key
+    _CALLS[name] = (root, {"errors": errors, **options})
     return name
+
+
+def registration(name: str) -> tuple | None:
+    """``(root, keyword arguments)`` that registered real data set ``name`` in this process, None for data sets
+    that are not real: what another process (a cluster worker) needs to register it the same way."""
+    return _CALLS.get(name)
 
 
 class DataOption(NamedTuple):
