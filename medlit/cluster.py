@@ -78,6 +78,8 @@ def scheduler(value: str | None) -> Iterator[str]:
         try:
             yield address
         finally:
+            if address in _clients:  # a client of a cluster that is going away would try to reconnect
+                _clients.pop(address).close()
             if before is None:
                 os.environ.pop(SCHEDULER_VARIABLE, None)
             else:
@@ -90,7 +92,8 @@ def client(address: str):
         from distributed import Client
 
         try:
-            _clients[address] = Client(address, timeout=CONNECT_TIMEOUT)
+            # not the process's default dask scheduler: xarray would then take distributed locks to write cubes
+            _clients[address] = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except OSError as error:
             raise SchedulerError(f"cannot reach the Dask scheduler at {address} (${SCHEDULER_VARIABLE}): "
                                  f"{error}") from None
@@ -149,12 +152,14 @@ def score_on_cluster(address: str, tasks: list[ShardTask], *, progress: bool = T
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    futures = [client(address).submit(score_shard, task, pure=False, key=f"medlit-{task.dataset}-{task.model}-"
-                                      f"{task.method}-{os.urandom(4).hex()}") for task in tasks]
+    connection = client(address)
+    futures = [connection.submit(score_shard, task, pure=False,
+                                 key=f"medlit-{task.dataset}-{task.model}-{task.method}-{os.urandom(4).hex()}")
+               for task in tasks]
     index = {future.key: i for i, future in enumerate(futures)}
     results: list = [None] * len(tasks)
     failures = []
-    with tqdm(total=len(tasks), desc=f"{desc} on {address}", disable=not progress) as bar:
+    with connection.as_current(), tqdm(total=len(tasks), desc=f"{desc} on {address}", disable=not progress) as bar:
         for future in as_completed(futures):
             i = index[future.key]
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from distributed import default_client
 
 from medlit import benchmark
 from medlit.benchmark import prepare, run_methods, shard_path
@@ -40,6 +41,8 @@ def test_two_workers_give_the_cube_computed_in_process(prepared, two_workers, mo
     monkeypatch.setenv("MEDLIT_SCHEDULER", two_workers)
     there = run_methods(prepared, METHODS, chapter="on-cluster", force=True, progress=False)
     assert calls == []  # every shard ran on a worker
+    with pytest.raises(ValueError, match="No clients found"):
+        default_client()  # not the process's dask scheduler: xarray would write cubes under distributed locks
     np.testing.assert_allclose(there.score.values, here.score.values, rtol=0, atol=1e-5, equal_nan=True)
     np.testing.assert_array_equal(there.pointing_curve.values, here.pointing_curve.values)
     np.testing.assert_array_equal(there.not_applicable.values, here.not_applicable.values)
