@@ -12,7 +12,6 @@ overhead (hooks, copies, per-step Python work) worth a look.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -21,16 +20,7 @@ from medlit.explain import EXPLAINERS, explain_batched, not_applicable_reason, p
 from medlit.explain.memo import MEMO
 from medlit.models import MODEL_KINDS, ModelConfig, build_model
 from medlit.models.inference import inference_forward
-from medlit.models.throughput import engine_report
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
+from medlit.models.throughput import best_seconds, engine_report
 
 
 def pass_costs(model, x: torch.Tensor, batch_size: int, repeats: int) -> tuple[float, float]:
@@ -47,8 +37,8 @@ def pass_costs(model, x: torch.Tensor, batch_size: int, repeats: int) -> tuple[f
             xb = x[i:i + batch_size].clone().requires_grad_(True)
             torch.autograd.grad(model(xb)[:, 1].sum(), xb)
 
-    fwd = best_of(forwards, repeats) / len(x)
-    both = best_of(forward_backward, repeats) / len(x)
+    fwd = best_seconds(forwards, repeats, warmup=0) / len(x)
+    both = best_seconds(forward_backward, repeats, warmup=0) / len(x)
     return fwd, max(both - fwd, 0.0)
 
 
@@ -81,7 +71,7 @@ def main() -> None:
             MEMO.clear()  # every repeat computes its maps: a memo hit would time a lookup
             explain_batched(name, model, x, target, batch_size=args.batch_size)
 
-        seconds = best_of(run, args.repeats) / args.images
+        seconds = best_seconds(run, args.repeats, warmup=0) / args.images
         bound = spec.forward_passes * fwd + spec.backward_passes * bwd
         ratio = f"{seconds / bound:7.2f}" if bound > 0 else "    n/a"
         print(f"{name:26s} {spec.family:12s} {spec.forward_passes:4d} {spec.backward_passes:4d} "
